@@ -1,0 +1,102 @@
+"""The small interface every compute backend implements.
+
+Algorithms (:mod:`calab.fista`, :mod:`calab.filters`) are written once against this
+interface and the backend's array namespace ``xp``; a backend only supplies what must
+differ between array libraries: transfers, FFTs, the sequential AR(2) recursions, the
+rolling order statistic, memory queries and the FISTA *driver* (how the iteration loop is
+run: a host loop for NumPy/CuPy, ``lax.while_loop`` for JAX).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from calab.backends import BackendInfo
+    from calab.fista import FistaOutcome, SolvePlan
+
+
+class Backend(ABC):
+    """Abstract compute backend.
+
+    Arrays handed to and returned by these methods live on the backend's device and are
+    float32 ``(n_cells, n_timepoints)`` batches unless stated otherwise.
+    """
+
+    #: registry name ("numpy", "jax", "cupy")
+    name: ClassVar[str]
+    #: True when arrays live on a GPU
+    is_gpu: bool = False
+
+    # ----------------------------------------------------------------- discovery
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> BackendInfo:
+        """Say whether this backend can run here; must never raise."""
+
+    # ----------------------------------------------------------------- arrays
+    @property
+    @abstractmethod
+    def xp(self) -> Any:
+        """The array namespace (``numpy``, ``cupy`` or ``jax.numpy``)."""
+
+    @abstractmethod
+    def asarray(self, array: Any, dtype: Any = np.float32) -> Any:
+        """Copy or move ``array`` onto this backend's device with ``dtype``."""
+
+    @abstractmethod
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """Return a host NumPy copy (or view) of a device array."""
+
+    def free_memory_bytes(self) -> int:
+        """Bytes a solve may use on the device; drives cell chunking."""
+        try:
+            import os
+
+            pages = os.sysconf("SC_AVPHYS_PAGES")
+            page_size = os.sysconf("SC_PAGE_SIZE")
+            return int(pages * page_size)
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return 4 << 30
+
+    def synchronize(self) -> None:
+        """Block until queued device work is done (for timing); no-op on the CPU."""
+
+    # ----------------------------------------------------------------- building blocks
+    @abstractmethod
+    def rfft(self, batch: Any, n: int) -> Any:
+        """Real FFT of length ``n`` along the last axis (zero-padded), single precision."""
+
+    @abstractmethod
+    def irfft(self, spectrum: Any, n: int) -> Any:
+        """Inverse real FFT of length ``n`` along the last axis, *unnormalised*."""
+
+    @abstractmethod
+    def ar2_forward(self, activity: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:
+        """Banded forward operator: ``o_t = g1 o_{t-1} + g2 o_{t-2} + gain s_{t-1}``, ``o_0 = 0``."""
+
+    @abstractmethod
+    def ar2_adjoint(self, residual: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:
+        """Exact transpose of :meth:`ar2_forward`."""
+
+    @abstractmethod
+    def rolling_quantile(self, traces: Any, window: int, quantile: float) -> Any:
+        """Causal rolling order statistic (see :func:`calab.filters.rolling_baseline`)."""
+
+    # ----------------------------------------------------------------- driver
+    @abstractmethod
+    def run_fista(
+        self,
+        plan: SolvePlan,
+        work: Any,
+        threshold: Any,
+        x0: Any | None = None,
+        valid_lengths: Any | None = None,
+    ) -> FistaOutcome:
+        """Iterate FISTA to convergence or the cap for a whole batch (see :mod:`calab.fista`)."""
+
+    def __repr__(self) -> str:
+        return f"<calab backend {self.name!r}>"
