@@ -62,10 +62,35 @@ class Backend(ABC):
         except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
             return 4 << 30
 
+    def max_chunk_cells(self, n_cells: int, n_timepoints: int) -> int:
+        """How many cells one solve chunk may hold, from the free device memory.
+
+        A solve keeps about a dozen ``(cells, n)`` float32 temporaries plus FFT buffers;
+        half the free memory is the budget so other work on the device keeps room.
+        """
+        per_cell = 4 * n_timepoints * 16 + 8 * 2 * (self.fft_length(2 * n_timepoints) // 2 + 1) * 3
+        return max(1, int(0.5 * self.free_memory_bytes()) // max(per_cell, 1))
+
+    def precision_scope(self) -> Any:
+        """Context in which float64 per-cell reductions are available (JAX scopes x64)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def synchronize(self) -> None:
         """Block until queued device work is done (for timing); no-op on the CPU."""
 
     # ----------------------------------------------------------------- building blocks
+    def fft_length(self, minimum: int) -> int:
+        """FFT length used for a linear convolution needing at least ``minimum`` points.
+
+        Any length ``>= n + N_k - 1`` gives the same mathematical result (no wrap-around);
+        only float32 rounding changes.  The default picks a fast 2·3·5-smooth length.
+        """
+        import scipy.fft
+
+        return int(scipy.fft.next_fast_len(int(minimum), real=True))
+
     @abstractmethod
     def rfft(self, batch: Any, n: int) -> Any:
         """Real FFT of length ``n`` along the last axis (zero-padded), single precision."""
@@ -73,6 +98,23 @@ class Backend(ABC):
     @abstractmethod
     def irfft(self, spectrum: Any, n: int) -> Any:
         """Inverse real FFT of length ``n`` along the last axis, *unnormalised*."""
+
+    def gram_filter(self, batch: Any, size: int, power: Any, boundary: Any) -> Any:
+        """``KᵀK batch`` for the FFT-mode operator truncated to ``n = batch.shape[-1]``.
+
+        One FFT pair with the kernel's power spectrum ``|K̂|²`` applies the untruncated
+        autocorrelation filter (``power`` is ``|K̂|²/size``, so the unnormalised inverse FFT
+        needs no further scaling); the last ``m`` samples, where truncation matters, are then
+        corrected by ``batch[:, n−m:] @ boundary`` (see :func:`calab.fista.gram_boundary`).
+        """
+        xp = self.xp
+        n = batch.shape[-1]
+        full = self.irfft(self.rfft(batch, size) * power, size)[..., :n]
+        edge = boundary.shape[0]
+        if edge == 0:
+            return full
+        correction = batch[..., n - edge :] @ boundary
+        return xp.concatenate([full[..., : n - edge], full[..., n - edge :] - correction], axis=-1)
 
     @abstractmethod
     def ar2_forward(self, activity: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:

@@ -1,0 +1,149 @@
+"""Band-pass filter and rolling-percentile baseline (spec ``numerics.md`` §5–6).
+
+The gain curve is computed once on the host in float32 exactly as the reference does, and
+applied by the backend's batched FFT; the rolling baseline is a causal order statistic
+computed by the backend (``Backend.rolling_quantile``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from calab.kernel import baseline_window, validate_parameters
+
+__all__ = [
+    "BASELINE_QUANTILE",
+    "bandpass_filter",
+    "bandpass_gain",
+    "rolling_baseline",
+    "rolling_rank",
+]
+
+#: quantile of the rolling baseline (the 20th percentile of the causal window)
+BASELINE_QUANTILE = 0.2
+#: shortest trace the band-pass filter touches
+MIN_FILTER_LENGTH = 8
+_PI32 = np.float32(math.pi)
+
+
+def rolling_rank(window_length: int, quantile: float = BASELINE_QUANTILE) -> int:
+    """0-based rank of the order statistic in a full window of ``window_length`` samples."""
+    from calab.kernel import round_half_away
+
+    return int(min(round_half_away((window_length - 1) * quantile), window_length - 1))
+
+
+def bandpass_gain(n: int, tau_rise: float, tau_decay: float, fs: float) -> np.ndarray | None:
+    """Real zero-phase gain on the ``n // 2 + 1`` rFFT bins of an ``n``-sample trace.
+
+    High-pass at ``1/(2π·16·tau_decay)``, low-pass at ``min(4/(2π·tau_rise), fs/2)``, each
+    with a raised-cosine transition over ``[0.5 f_c, 1.5 f_c]``, computed in float32.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(n // 2 + 1,)`` float32 gain, or None when the reference skips filtering
+        (``n < 8`` or ``f_hp >= f_lp``).
+    """
+    if n < MIN_FILTER_LENGTH:
+        return None
+    fs32 = np.float32(fs)
+    two_pi = np.float32(2.0) * _PI32
+    f_hp = np.float32(1.0) / ((two_pi * np.float32(tau_decay)) * np.float32(16.0))
+    f_lp = np.float32(4.0) / (two_pi * np.float32(tau_rise))
+    f_lp = min(f_lp, fs32 / np.float32(2.0))
+    if not (f_hp > 0 and f_lp > 0) or f_hp >= f_lp:
+        return None
+    df = fs32 / np.float32(n)
+    freq = np.arange(n // 2 + 1, dtype=np.float32) * df
+    half = np.float32(0.5)
+
+    def taper(cutoff: np.float32, rising: bool) -> np.ndarray:
+        width = half * cutoff
+        start = cutoff - width
+        u = (freq - start) / (np.float32(2.0) * width)
+        cosine = np.cos(_PI32 * u)
+        inside = half * (np.float32(1.0) - cosine) if rising else half * (np.float32(1.0) + cosine)
+        below, above = (np.float32(0.0), np.float32(1.0)) if rising else (np.float32(1.0), np.float32(0.0))
+        return np.where(freq < start, below, np.where(freq < cutoff + width, inside, above)).astype(np.float32)
+
+    return (taper(f_hp, rising=True) * taper(f_lp, rising=False)).astype(np.float32)
+
+
+def apply_gain(backend: Any, traces: Any, gain: np.ndarray) -> Any:
+    """Circular FFT filtering of a ``(B, n)`` float32 batch with a real gain, in float32."""
+    n = traces.shape[-1]
+    spectrum = backend.rfft(traces, n) * backend.asarray(gain)
+    return backend.irfft(spectrum, n) * np.float32(1.0 / n)
+
+
+def rolling_baseline(backend: Any, traces: Any, tau_decay: float, fs: float) -> Any:
+    """Causal rolling 20th-percentile baseline of a ``(B, n)`` float32 batch.
+
+    Window ``W = 5·max(ceil(5·tau_decay·fs), 1)`` samples ending at each sample (shorter
+    at the start); rank ``min(round((m−1)·0.2), m−1)`` of the ``m`` samples in the window,
+    rounded half away from zero.
+    """
+    return backend.rolling_quantile(traces, baseline_window(tau_decay, fs), BASELINE_QUANTILE)
+
+
+def bandpass_filter(
+    trace: np.ndarray,
+    tau_rise: float,
+    tau_decay: float,
+    fs: float,
+    *,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Apply the FFT band-pass filter derived from the kernel time constants.
+
+    Parameters
+    ----------
+    trace : array_like, shape (n,) or (n_cells, n)
+        Trace(s) to filter; a 2-D batch is filtered row by row in one batched FFT.
+    tau_rise, tau_decay : float
+        Kernel time constants in seconds.
+    fs : float
+        Sampling rate in Hz.
+    backend : str, optional
+        ``"numpy"``, ``"jax"``, ``"cupy"`` or None (resolve; see :mod:`calab.backends`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Filtered trace(s), same shape, float64 for NumPy input (CuPy/JAX input comes back
+        as a float32 array of its own library).  Traces shorter than 8 samples, or whose
+        cutoffs cross (``f_hp >= f_lp``), are returned unchanged as a copy.
+
+    Raises
+    ------
+    ValueError
+        For invalid time constants or sampling rate, a trace with NaN/inf, or more than
+        two dimensions.
+    """
+    from calab.backends import array_library, resolve_backend
+    from calab.deconvolution import _from_backend, _to_backend_f32
+
+    library = array_library(trace)
+    if library not in ("cupy", "jax"):
+        trace = np.asarray(trace)
+        library = "numpy"
+    if trace.ndim not in (1, 2):
+        raise ValueError(
+            "trace must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
+            f"got an array with shape {tuple(trace.shape)}"
+        )
+    n = trace.shape[-1]
+    if n < MIN_FILTER_LENGTH:
+        return trace.copy()
+    validate_parameters(fs, tau_rise, tau_decay, 0.01)
+    gain = bandpass_gain(n, float(tau_rise), float(tau_decay), float(fs))
+    if gain is None:
+        return trace.copy()
+    chosen = resolve_backend(backend, trace)
+    batch = _to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
+    filtered = apply_gain(chosen, batch, gain)
+    return _from_backend(chosen, filtered, library).reshape(trace.shape)

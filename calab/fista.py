@@ -1,0 +1,569 @@
+"""Batched FISTA deconvolution, written once against the backend interface.
+
+The problem solved for every cell (row) of a ``(n_cells, n_timepoints)`` batch is
+
+    minimise_s  ½‖work − K s‖² + λ·G·‖s‖₁   subject to  s ≥ 0   (``nonneg``)
+                                                  or  0 ≤ s ≤ 1  (``box01``)
+
+where ``K`` is causal convolution with the calcium kernel (FFT mode) or its AR(2)
+recursion (banded mode) and ``G`` is the kernel's DC gain — exactly the iteration of the
+published calab 0.3.0 (spec ``numerics.md`` §7): float32 arrays, float64 step, momentum
+and reductions, O'Donoghue–Candès gradient restart, relative-change convergence after
+five iterations, and an iteration cap rounded up to a multiple of 100.
+
+Layout of the code:
+
+* :class:`SolvePlan` — everything that does not depend on the data, computed once on the
+  host in float64 and shipped to the device so all backends share constants bit for bit.
+* :func:`fista_step` — one pure step for the whole batch.  Restart, convergence, momentum
+  and the iteration count are per-cell vectors; cells that are done are frozen by a mask.
+* :func:`run_host_loop` — the driver used by NumPy and CuPy: a host loop that syncs once
+  every ``check_every`` steps and *compacts* the batch (drops finished cells).  JAX runs
+  the same :func:`fista_step` inside ``lax.while_loop`` (see ``calab.backends.jax``).
+* :func:`solve_batch` — chunks a large batch under the backend's memory budget, runs the
+  driver and assembles the outputs in the input frame (spec §9).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+import numpy as np
+
+from calab.kernel import (
+    _kernel_unchecked,
+    ar2_coefficients,
+    ar2_impulse_peak,
+    ar2_lipschitz,
+    compute_lipschitz,
+    dc_gain,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from calab.backends.base import Backend
+
+__all__ = [
+    "CONV_MODES",
+    "CONSTRAINTS",
+    "FistaOutcome",
+    "FistaState",
+    "SolveOutputs",
+    "SolvePlan",
+    "fista_step",
+    "gram_boundary",
+    "proximal_update",
+    "iteration_cap",
+    "make_plan",
+    "run_host_loop",
+    "solve_batch",
+]
+
+CONV_MODES = ("fft", "banded")
+CONSTRAINTS = ("nonneg", "box01")
+#: squared relative tolerance of the convergence test (tol = 1e-4, not user-settable)
+TOLERANCE_SQUARED = 1e-4 * 1e-4
+#: convergence is only tested after this many iterations
+MIN_ITERATIONS = 5
+
+
+def iteration_cap(max_iters: int) -> int:
+    """Effective iteration cap: the reference runs whole chunks of 100 iterations."""
+    return 100 * math.ceil(max_iters / 100)
+
+
+@dataclass(frozen=True)
+class SolvePlan:
+    """Data-independent constants of a solve, computed once on the host.
+
+    Attributes
+    ----------
+    n_timepoints : int
+        Length of the (padded) time axis of the batch.
+    conv_mode, constraint : str
+        ``"fft"``/``"banded"`` and ``"nonneg"``/``"box01"``.
+    kernel : numpy.ndarray
+        ``(N_k,)`` float32 kernel from :func:`calab.build_kernel`.
+    dc_gain : float
+        ``G = Σ kernel`` in float64; the L1 weight is ``λ G``.
+    lipschitz : float
+        ``L``: ``G²`` in FFT mode, the AR(2) bound in banded mode.
+    fft_size : int
+        Padded FFT length ``>= n + N_k − 1`` (no wrap-around); 0 in banded mode.
+    kernel_spectrum : numpy.ndarray or None
+        ``(fft_size // 2 + 1,)`` complex64 rFFT of the zero-padded kernel.
+    ar2 : tuple of numpy.float32
+        ``(g1, g2, 1/peak)`` of the banded recursion, as float32.
+    max_iterations : int
+        Effective cap ``100·ceil(max_iters/100)``.
+    """
+
+    n_timepoints: int
+    conv_mode: str
+    constraint: str
+    kernel: np.ndarray
+    dc_gain: float
+    lipschitz: float
+    fft_size: int
+    kernel_spectrum: np.ndarray | None
+    ar2: tuple[np.float32, np.float32, np.float32]
+    max_iterations: int
+    device_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def step(self) -> float:
+        """Gradient step ``1/L`` (float64)."""
+        return 1.0 / self.lipschitz
+
+    @property
+    def step32(self) -> np.float32:
+        return np.float32(self.step)
+
+    def thresholds(self, lam: np.ndarray) -> np.ndarray:
+        """Per-cell soft thresholds ``f32(step · λ · G)`` for λ of shape ``(n_cells,)``."""
+        return (self.step * (np.asarray(lam, dtype=np.float64) * self.dc_gain)).astype(np.float32)
+
+
+def make_plan(
+    backend: Backend,
+    n_timepoints: int,
+    fs: float,
+    tau_rise: float,
+    tau_decay: float,
+    conv_mode: str,
+    constraint: str,
+    max_iters: int,
+) -> SolvePlan:
+    """Build the :class:`SolvePlan` for validated parameters."""
+    kernel = _kernel_unchecked(float(tau_rise), float(tau_decay), float(fs))
+    gain = dc_gain(kernel)
+    g1, g2 = ar2_coefficients(float(tau_rise), float(tau_decay), float(fs))
+    peak = ar2_impulse_peak(g1, g2, float(tau_decay), float(fs))
+    ar2 = (np.float32(g1), np.float32(g2), np.float32(1.0 / peak))
+    if conv_mode == "fft":
+        lipschitz = compute_lipschitz(kernel)
+        fft_size = backend.fft_length(n_timepoints + kernel.size - 1) if n_timepoints else 0
+        spectrum = None
+        if fft_size:
+            padded = np.zeros(fft_size, dtype=np.float32)
+            padded[: kernel.size] = kernel
+            spectrum = np.fft.rfft(padded).astype(np.complex64)
+    else:
+        lipschitz = ar2_lipschitz(g1, g2, peak)
+        fft_size, spectrum = 0, None
+    return SolvePlan(
+        n_timepoints=int(n_timepoints),
+        conv_mode=conv_mode,
+        constraint=constraint,
+        kernel=kernel,
+        dc_gain=gain,
+        lipschitz=lipschitz,
+        fft_size=fft_size,
+        kernel_spectrum=spectrum,
+        ar2=ar2,
+        max_iterations=iteration_cap(max_iters),
+    )
+
+
+# --------------------------------------------------------------------------- operators
+class Operator(NamedTuple):
+    """Convolution operator on ``(B, n)`` float32 batches.
+
+    ``forward`` is ``K`` (causal convolution truncated to ``n`` samples), ``adjoint`` its
+    transpose and ``normal`` the Gram operator ``KᵀK`` when it is cheaper than the two
+    (FFT mode), else None.
+    """
+
+    forward: Callable[[Any], Any]
+    adjoint: Callable[[Any], Any]
+    normal: Callable[[Any], Any] | None
+
+
+def gram_boundary(kernel: np.ndarray) -> np.ndarray:
+    """Correction that turns the untruncated Gram operator into ``KᵀK`` for ``K`` truncated to n.
+
+    ``KᵀK y`` equals the full autocorrelation filter ``(h̃ * h) * y`` except on the last
+    ``m = N_k − 1`` samples, which miss the part of ``K y`` that falls beyond the end of the
+    trace.  That part is ``y[:, n−m:] @ M`` with ``M = H Hᵀ``, ``H[p, q] = h[q + m − p]``
+    for ``p ≥ q``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, m)`` float32 matrix ``M``.
+    """
+    taps = kernel.astype(np.float64)
+    m = taps.size - 1
+    p = np.arange(m)[:, None]
+    q = np.arange(m)[None, :]
+    index = q + m - p
+    tail = np.where(p >= q, taps[np.clip(index, 0, m)], 0.0)
+    return (tail @ tail.T).astype(np.float32)
+
+
+def operator_arrays(backend: Backend, plan: SolvePlan) -> tuple[Any, ...]:
+    """Device copies of the operator constants of ``plan`` (cached on the plan).
+
+    FFT mode: ``(spectrum, conj(spectrum), |spectrum|²/size, boundary)``; banded: ``()``.
+    """
+    if plan.conv_mode == "banded":
+        return ()
+    cache_key = ("fft", backend.name)
+    if cache_key not in plan.device_cache:
+        spectrum = plan.kernel_spectrum
+        size = plan.fft_size
+        power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2
+        boundary = gram_boundary(plan.kernel)
+        keep = min(boundary.shape[0], plan.n_timepoints)
+        edge = boundary.shape[0] - keep
+        plan.device_cache[cache_key] = (
+            backend.asarray(spectrum, dtype=np.complex64),
+            backend.asarray(np.conj(spectrum), dtype=np.complex64),
+            backend.asarray((power / size).astype(np.float32)),
+            backend.asarray(np.ascontiguousarray(boundary[edge:, edge:])),
+        )
+    return plan.device_cache[cache_key]
+
+
+def build_operator(
+    backend: Backend,
+    conv_mode: str,
+    n: int,
+    fft_size: int,
+    arrays: tuple[Any, ...],
+    ar2: tuple[Any, Any, Any],
+) -> Operator:
+    """Operator from explicit constants (so a jitted function can take them as arguments)."""
+    if conv_mode == "banded":
+        g1, g2, gain = ar2
+
+        def forward(batch):
+            return backend.ar2_forward(batch, g1, g2, gain)
+
+        def adjoint(batch):
+            return backend.ar2_adjoint(batch, g1, g2, gain)
+
+        return Operator(forward, adjoint, None)
+
+    spectrum, spectrum_conj, power, boundary = arrays
+    scale = np.float32(1.0 / fft_size)
+
+    def forward(batch):
+        return backend.irfft(backend.rfft(batch, fft_size) * spectrum, fft_size)[..., :n] * scale
+
+    def adjoint(batch):
+        return backend.irfft(backend.rfft(batch, fft_size) * spectrum_conj, fft_size)[..., :n] * scale
+
+    def normal(batch):
+        return backend.gram_filter(batch, fft_size, power, boundary)
+
+    return Operator(forward, adjoint, normal)
+
+
+def make_operator(backend: Backend, plan: SolvePlan) -> Operator:
+    """The convolution operator of ``plan`` on ``backend`` (FFT or banded AR(2))."""
+    return build_operator(
+        backend, plan.conv_mode, plan.n_timepoints, plan.fft_size, operator_arrays(backend, plan), plan.ar2
+    )
+
+
+# --------------------------------------------------------------------------- the step
+class FistaState(NamedTuple):
+    """Per-batch FISTA state (a pytree for JAX).
+
+    ``x``, ``y``: ``(B, n)`` float32 solution and extrapolated point; ``t``: ``(B,)``
+    float64 momentum parameter; ``k``: ``(B,)`` int32 iterations run; ``active``: ``(B,)``
+    cells still iterating; ``converged``: ``(B,)`` convergence flags.
+    """
+
+    x: Any
+    y: Any
+    t: Any
+    k: Any
+    active: Any
+    converged: Any
+
+
+def initial_state(xp: Any, work: Any, cap: int, x0: Any | None = None) -> FistaState:
+    """Cold start (all zeros) or warm start from ``x0``; every cell active if ``cap > 0``."""
+    batch = work.shape[0]
+    x = xp.zeros_like(work) if x0 is None else xp.array(x0, dtype=xp.float32, copy=True)
+    return FistaState(
+        x=x,
+        y=xp.array(x, copy=True),
+        t=xp.ones((batch,), dtype=xp.float64),
+        k=xp.zeros((batch,), dtype=xp.int32),
+        active=xp.full((batch,), cap > 0, dtype=bool),
+        converged=xp.zeros((batch,), dtype=bool),
+    )
+
+
+def data_gradient(operator: Operator, work: Any) -> Any:
+    """The data the gradient needs besides ``y``: ``Kᵀ work`` in Gram form, else ``work``."""
+    return work if operator.normal is None else operator.adjoint(work)
+
+
+def gradient_at(operator: Operator, y: Any, data_term: Any, valid: Any | None) -> Any:
+    """Gradient ``Kᵀ(K y − work)`` of ``½‖work − K y‖²`` at ``y``.
+
+    FFT mode uses the Gram form ``KᵀK y − Kᵀ work`` (half the transforms); banded mode
+    keeps the reference's residual form, whose float32 rounding it reproduces exactly.
+    Ragged batches mask the residual to each row's length.
+    """
+    if operator.normal is not None and valid is None:
+        return operator.normal(y) - data_term
+    if operator.normal is not None:
+        return operator.adjoint(operator.forward(y) * valid) - data_term
+    residual = operator.forward(y) - data_term
+    if valid is not None:
+        residual = residual * valid
+    return operator.adjoint(residual)
+
+
+def proximal_update(
+    xp: Any,
+    plan: SolvePlan,
+    state: FistaState,
+    gradient: Any,
+    threshold: Any,
+    freeze: bool = True,
+) -> FistaState:
+    """Proximal step, momentum, restart and convergence for every cell (pure function).
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace of the backend.
+    plan : SolvePlan
+    state : FistaState
+    gradient : array, shape (B, n), float32
+        Gradient of the data term at ``state.y``.
+    threshold : array, shape (B,), float32
+        Per-cell soft threshold ``step·λ·G``.
+    freeze : bool
+        Keep inactive cells unchanged (mask).  A driver that drops finished cells before
+        every step may pass False to save the masking passes.
+
+    Returns
+    -------
+    FistaState
+    """
+    f32, f64 = xp.float32, xp.float64
+    x_old, y = state.x, state.y
+    shrunk = (y - plan.step32 * gradient) - threshold[:, None]
+    if plan.constraint == "box01":
+        x_new = xp.clip(shrunk, f32(0.0), f32(1.0))
+    else:
+        x_new = xp.maximum(shrunk, f32(0.0))
+    k_new = state.k + 1
+    t_next = (1.0 + xp.sqrt(1.0 + 4.0 * state.t * state.t)) / 2.0
+    momentum = ((state.t - 1.0) / t_next).astype(f32)
+
+    x_new64, x_old64 = x_new.astype(f64), x_old.astype(f64)
+    delta = x_new64 - x_old64
+    change = xp.sum(delta * delta, axis=-1)
+    size = xp.sum(x_old64 * x_old64, axis=-1)
+    restart_signal = xp.sum((y.astype(f64) - x_new64) * delta, axis=-1)
+
+    extrapolated = x_new + momentum[:, None] * (x_new - x_old)
+    if plan.constraint == "box01":
+        extrapolated = xp.clip(extrapolated, f32(0.0), f32(1.0))
+    else:
+        extrapolated = xp.maximum(extrapolated, f32(0.0))
+    restart = (k_new > 1) & (restart_signal > 0)
+    y_new = xp.where(restart[:, None], x_new, extrapolated)
+    t_new = xp.where(restart, 1.0, t_next)
+    converged_now = (k_new > MIN_ITERATIONS) & (change < TOLERANCE_SQUARED * (size + 1e-20))
+
+    if freeze:
+        active = state.active
+        x_new = xp.where(active[:, None], x_new, x_old)
+        y_new = xp.where(active[:, None], y_new, y)
+        t_new = xp.where(active, t_new, state.t)
+        k_new = xp.where(active, k_new, state.k)
+        converged = state.converged | (active & converged_now)
+        still_active = active & ~converged & (k_new < plan.max_iterations)
+    else:
+        converged = state.converged | converged_now
+        still_active = ~converged & (k_new < plan.max_iterations)
+    return FistaState(x_new, y_new, t_new, k_new, still_active, converged)
+
+
+def fista_step(
+    xp: Any,
+    operator: Operator,
+    plan: SolvePlan,
+    data_term: Any,
+    threshold: Any,
+    valid: Any | None,
+    state: FistaState,
+    *,
+    freeze: bool = True,
+    update: Callable[..., FistaState] = proximal_update,
+) -> FistaState:
+    """One FISTA iteration for every active cell of the batch.
+
+    ``data_term`` is ``Kᵀ work`` (:func:`data_gradient`); ``valid`` is the ``(B, n)``
+    float32 mask of ragged batches (None when every row has the full length); ``update``
+    may be a backend's fused version of :func:`proximal_update`.
+    """
+    gradient = gradient_at(operator, state.y, data_term, valid)
+    return update(xp, plan, state, gradient, threshold, freeze)
+
+
+class FistaOutcome(NamedTuple):
+    """Result of a driver run: ``x`` ``(B, n)`` float32 on the device, and host vectors
+    ``iterations`` ``(B,)`` int64 and ``converged`` ``(B,)`` bool."""
+
+    x: Any
+    iterations: np.ndarray
+    converged: np.ndarray
+
+
+def _take_rows(xp: Any, array: Any, rows: Any) -> Any:
+    return None if array is None else array[rows]
+
+
+def run_host_loop(
+    backend: Backend,
+    plan: SolvePlan,
+    work: Any,
+    threshold: Any,
+    x0: Any | None = None,
+    valid: Any | None = None,
+    *,
+    check_every: int = 1,
+    freeze: bool = False,
+) -> FistaOutcome:
+    """Host-driven FISTA loop with compaction of finished cells.
+
+    Every ``check_every`` steps the active mask is read back (one device sync) and the
+    cells that finished are written to the output and dropped from the batch, so the
+    remaining iterations only pay for the cells still running.
+    """
+    xp = backend.xp
+    operator = make_operator(backend, plan)
+    update = getattr(backend, "fista_update", None) or proximal_update
+    n_cells = work.shape[0]
+    state = initial_state(xp, work, plan.max_iterations, x0)
+    out_x = xp.zeros_like(work) if x0 is None else xp.array(x0, copy=True)
+    out_iterations = np.zeros(n_cells, dtype=np.int64)
+    out_converged = np.zeros(n_cells, dtype=bool)
+    rows = np.arange(n_cells)
+    if plan.max_iterations == 0 or n_cells == 0:
+        return FistaOutcome(out_x, out_iterations, out_converged)
+    data_term = data_gradient(operator, work)
+    freeze = freeze or check_every > 1
+    while True:
+        for _ in range(check_every):
+            state = fista_step(
+                xp, operator, plan, data_term, threshold, valid, state, freeze=freeze, update=update
+            )
+        active = backend.to_numpy(state.active)
+        if active.all():
+            continue
+        done = np.flatnonzero(~active)
+        done_device = backend.asarray(done, dtype=np.int64)
+        out_x[backend.asarray(rows[done], dtype=np.int64)] = state.x[done_device]
+        out_iterations[rows[done]] = backend.to_numpy(state.k[done_device])
+        out_converged[rows[done]] = backend.to_numpy(state.converged[done_device])
+        keep = np.flatnonzero(active)
+        if keep.size == 0:
+            return FistaOutcome(out_x, out_iterations, out_converged)
+        keep_device = backend.asarray(keep, dtype=np.int64)
+        rows = rows[keep]
+        state = FistaState(*(part[keep_device] for part in state))
+        data_term = data_term[keep_device]
+        threshold = threshold[keep_device]
+        valid = _take_rows(xp, valid, keep_device)
+
+
+# --------------------------------------------------------------------------- whole solve
+class SolveOutputs(NamedTuple):
+    """Per-cell outputs in the input frame (spec §9), on the backend's device.
+
+    ``activity`` and ``reconvolution`` are ``(B, n)`` float32 device arrays; ``baseline``
+    ``(B,)`` float64, ``iterations`` ``(B,)`` int64 and ``converged`` ``(B,)`` bool are
+    host NumPy arrays.
+    """
+
+    activity: Any
+    reconvolution: Any
+    baseline: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+
+
+def _row_means(xp: Any, values: Any, lengths: Any | None) -> Any:
+    """Float64 per-row mean of float32 values (over each row's valid length)."""
+    total = xp.sum(values.astype(xp.float64), axis=-1)
+    count = values.shape[-1] if lengths is None else lengths
+    return total / count
+
+
+def solve_batch(
+    backend: Backend,
+    plan: SolvePlan,
+    traces: Any,
+    lam: np.ndarray,
+    baseline: Any,
+    *,
+    x0: Any | None = None,
+    lengths: np.ndarray | None = None,
+) -> SolveOutputs:
+    """Deconvolve a baseline-known batch on one backend and assemble the outputs.
+
+    Parameters
+    ----------
+    backend : Backend
+    plan : SolvePlan
+    traces : device array, shape (B, n), float32
+        The (optionally band-passed) traces, in the input frame.
+    lam : numpy.ndarray, shape (B,), float64
+        Per-cell sparsity weight λ (scaled by ``G`` inside).
+    baseline : device array, shape (B, n), float32
+        Rolling baseline to subtract (see :func:`calab.filters.rolling_baseline`).
+    x0 : device array, shape (B, n), float32, optional
+        Warm start.
+    lengths : numpy.ndarray, shape (B,), optional
+        True length of each row for ragged batches padded with zeros on the right.
+
+    Returns
+    -------
+    SolveOutputs
+    """
+    xp = backend.xp
+    work = traces - baseline
+    valid = None
+    lengths_device = None
+    if lengths is not None:
+        lengths = np.asarray(lengths, dtype=np.int64)
+        positions = np.arange(work.shape[-1])[None, :]
+        valid = backend.asarray((positions < lengths[:, None]).astype(np.float32))
+        work = work * valid
+        if x0 is not None:
+            x0 = x0 * valid
+        lengths_device = backend.asarray(lengths.astype(np.float64), dtype=np.float64)
+    threshold = backend.asarray(plan.thresholds(lam))
+    outcome = backend.run_fista(plan, work, threshold, x0=x0, valid=valid)
+
+    operator = make_operator(backend, plan)
+    reconvolved = operator.forward(outcome.x)
+    model_residual = work - reconvolved
+    removed = traces - work
+    if valid is not None:
+        model_residual = model_residual * valid
+        removed = removed * valid
+    offset = _row_means(xp, model_residual, lengths_device)
+    reconvolution = (reconvolved + offset.astype(xp.float32)[:, None]) + removed
+    if valid is not None:
+        reconvolution = reconvolution * valid
+    level = offset + _row_means(xp, removed, lengths_device)
+    return SolveOutputs(
+        activity=outcome.x,
+        reconvolution=reconvolution,
+        baseline=backend.to_numpy(level).astype(np.float64),
+        iterations=outcome.iterations,
+        converged=outcome.converged,
+    )

@@ -1,0 +1,280 @@
+"""Calcium-kernel maths on the host, in float64, shared bit for bit by every backend.
+
+Everything here follows the published calab 0.3.0 (spec ``numerics.md`` §2–3, §8.2):
+the double-exponential kernel, its DC gain and Lipschitz constant, the AR(2)
+coefficients and impulse peak of the banded operator, and the parameter validation
+with its messages.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import numpy as np
+
+__all__ = [
+    "KERNEL_LENGTH_CONSTANT",
+    "MAX_KERNEL_SAMPLES",
+    "ar2_coefficients",
+    "ar2_impulse_peak",
+    "ar2_lipschitz",
+    "baseline_window",
+    "build_kernel",
+    "compute_lipschitz",
+    "compute_upsample_factor",
+    "dc_gain",
+    "format_number",
+    "round_half_away",
+    "tau_to_ar2",
+    "validate_parameters",
+]
+
+#: -ln(1e-6): the kernel is truncated where the decay has fallen to 1e-6 of its peak.
+KERNEL_LENGTH_CONSTANT = 13.815510557964274
+#: Longest kernel the solver accepts (a guard against tau/fs given in the wrong units).
+MAX_KERNEL_SAMPLES = 1 << 20
+#: Largest usable upsampling factor.
+MAX_UPSAMPLE_FACTOR = 1 << 26
+
+
+def round_half_away(value: float) -> float:
+    """Round half away from zero (Rust's ``f64::round``), unlike Python's banker's rounding."""
+    return math.copysign(math.floor(abs(value) + 0.5), value)
+
+
+def format_number(value: float) -> str:
+    """Format a float like the reference's error messages do.
+
+    Whole numbers print without ``.0``, NaN as ``NaN``, infinities as ``inf``/``-inf``,
+    everything else in shortest round-trip form without exponent notation.
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def validate_parameters(fs: float, tau_rise: float, tau_decay: float, lam: float = 0.0) -> None:
+    """Check sampling rate, time constants and λ as the reference does.
+
+    Raises
+    ------
+    ValueError
+        ``"invalid parameter: ..."`` naming the first failing parameter and the fix.
+    TypeError
+        If a parameter is not a real number.
+    """
+    values = {}
+    for name, value in (("fs", fs), ("tau_rise", tau_rise), ("tau_decay", tau_decay), ("lambda", lam)):
+        try:
+            values[name] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"invalid parameter: {name} must be a real number, got {value!r}") from None
+    fs, tau_rise, tau_decay, lam = values["fs"], values["tau_rise"], values["tau_decay"], values["lambda"]
+    fmt = format_number
+    if not (math.isfinite(fs) and fs > 0):
+        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {fmt(fs)}")
+    if not (math.isfinite(tau_rise) and tau_rise > 0):
+        raise ValueError(f"invalid parameter: tau_rise must be finite and > 0 s, got {fmt(tau_rise)}")
+    if not (math.isfinite(tau_decay) and tau_decay > 0):
+        raise ValueError(f"invalid parameter: tau_decay must be finite and > 0 s, got {fmt(tau_decay)}")
+    if not tau_rise < tau_decay:
+        raise ValueError(
+            f"invalid parameter: tau_rise ({fmt(tau_rise)} s) must be smaller than "
+            f"tau_decay ({fmt(tau_decay)} s)"
+        )
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"invalid parameter: lambda must be finite and >= 0, got {fmt(lam)}")
+    samples = math.ceil(KERNEL_LENGTH_CONSTANT * tau_decay * fs)
+    if samples > MAX_KERNEL_SAMPLES:
+        raise ValueError(
+            f"invalid parameter: tau_decay * fs = {fmt(tau_decay * fs)} s·Hz implies a "
+            f"{samples}-sample kernel, above the {MAX_KERNEL_SAMPLES}-sample limit; check the "
+            "units of tau_decay (s) and fs (Hz)"
+        )
+
+
+def _clamp_near_equal(tau_rise: float, tau_decay: float) -> float:
+    # Equal time constants make the double exponential vanish; the reference then uses
+    # half the decay so the kernel stays well defined.
+    if abs(tau_rise - tau_decay) < 1e-6 * max(tau_decay, tau_rise, 1e-12):
+        return 0.5 * tau_decay
+    return tau_rise
+
+
+def build_kernel(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+    """Build the peak-normalised double-exponential calcium kernel.
+
+    ``h[i] = exp(-i dt / tau_decay) - exp(-i dt / tau_rise)``, ``dt = 1/fs``, sampled from
+    t = 0 (so ``h[0] = 0``: the response starts one sample after the spike), truncated
+    where the decay reaches 1e-6, divided by its maximum.
+
+    Parameters
+    ----------
+    tau_rise, tau_decay : float
+        Rise and decay time constants in seconds, ``0 < tau_rise < tau_decay``.
+    fs : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(N_k,)``, float32, ``N_k = max(2, ceil(13.8155 tau_decay fs))``; maximum 1.
+
+    Raises
+    ------
+    ValueError
+        For non-finite or non-positive parameters, ``tau_rise >= tau_decay``, or a kernel
+        longer than 2**20 samples.
+    """
+    validate_parameters(fs, tau_rise, tau_decay, 0.0)
+    return _kernel_unchecked(float(tau_rise), float(tau_decay), float(fs))
+
+
+def _kernel_unchecked(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+    tau_rise = _clamp_near_equal(tau_rise, tau_decay)
+    dt = 1.0 / fs
+    length = max(2, math.ceil(KERNEL_LENGTH_CONSTANT * tau_decay / dt))
+    t = np.arange(length, dtype=np.float64) * dt
+    h = np.exp(-t / tau_decay) - np.exp(-t / tau_rise)
+    peak = max(0.0, float(h.max()))
+    if peak > 0:
+        h = h / peak
+    return h.astype(np.float32)
+
+
+def dc_gain(kernel: np.ndarray) -> float:
+    """Sum of the kernel taps in float64 (the DC gain ``G``; λ is scaled by it)."""
+    return float(np.asarray(kernel, dtype=np.float32).astype(np.float64).sum())
+
+
+def compute_lipschitz(kernel: np.ndarray) -> float:
+    """Lipschitz constant of the gradient of ``½‖K s − y‖²`` for a causal kernel.
+
+    For a non-negative kernel ``|H(ω)| ≤ H(0)``, so ``L = (Σh)²``; otherwise the maximum
+    of ``|H(ω)|²`` over a DFT grid of ``next_pow2(2 N_k)`` points.
+
+    Parameters
+    ----------
+    kernel : array_like
+        1-D kernel taps (cast to float32).
+
+    Returns
+    -------
+    float
+        ``L >= 1e-10``.
+
+    Raises
+    ------
+    ValueError
+        If the kernel is empty or contains NaN/inf.
+    """
+    taps = np.ascontiguousarray(np.asarray(kernel, dtype=np.float32)).ravel()
+    if taps.size == 0:
+        raise ValueError("invalid input: kernel must not be empty")
+    bad = np.flatnonzero(~np.isfinite(taps))
+    if bad.size:
+        raise ValueError(
+            f"invalid input: kernel contains a non-finite value (NaN or infinity) at index {bad[0]}"
+        )
+    taps64 = taps.astype(np.float64)
+    if np.all(taps >= 0):
+        return max(float(taps64.sum()) ** 2, 1e-10)
+    size = 1 << max(0, math.ceil(math.log2(2 * taps.size)))
+    omega = 2.0 * np.pi * np.arange(size // 2 + 1) / size
+    k = np.arange(taps.size)
+    phase = np.outer(omega, k)
+    re = (taps64 * np.cos(phase)).sum(axis=1)
+    im = (taps64 * np.sin(phase)).sum(axis=1)
+    return max(float(np.max(re * re + im * im)), 1e-10)
+
+
+def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float, float, float]:
+    """Derive AR(2) coefficients from the time constants (no validation, no clamp).
+
+    Returns
+    -------
+    tuple of float
+        ``(g1, g2, d, r)`` with ``d = exp(-dt/tau_decay)``, ``r = exp(-dt/tau_rise)``,
+        ``g1 = d + r``, ``g2 = -(d r)``, ``dt = 1/fs``.
+    """
+    dt = 1.0 / fs
+    d = math.exp(-dt / tau_decay)
+    r = math.exp(-dt / tau_rise)
+    return d + r, -(d * r), d, r
+
+
+def ar2_coefficients(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float]:
+    """``(g1, g2)`` of the banded operator, with the near-equal clamp of the kernel."""
+    g1, g2, _, _ = tau_to_ar2(_clamp_near_equal(tau_rise, tau_decay), tau_decay, fs)
+    return g1, g2
+
+
+def ar2_impulse_peak(g1: float, g2: float, tau_decay: float, fs: float) -> float:
+    """Peak of the AR(2) impulse response, used to normalise the banded operator to 1."""
+    steps = math.ceil(5.0 * tau_decay * fs) + 10
+    previous, current, peak = 0.0, 1.0, 1.0
+    for _ in range(1, steps):
+        new = g1 * current + g2 * previous
+        peak = max(peak, new)
+        if new < 0.95 * peak:
+            break
+        previous, current = current, new
+    return max(peak, 1.0)
+
+
+def ar2_lipschitz(g1: float, g2: float, impulse_peak: float) -> float:
+    """Lipschitz constant of the peak-normalised banded operator (frequency-grid maximum)."""
+    omega = np.pi * np.arange(4097) / 4096.0
+    cos, sin = np.cos(omega), np.sin(omega)
+    re = 1.0 - g1 * cos - g2 * (2.0 * cos * cos - 1.0)
+    im = g1 * sin + g2 * (2.0 * sin * cos)
+    power = re * re + im * im
+    power = power[power > 1e-30]
+    best = float(np.max(1.0 / power)) if power.size else 0.0
+    return max(1e-10, best) / (impulse_peak * impulse_peak)
+
+
+def baseline_window(tau_decay: float, fs: float) -> int:
+    """Rolling-baseline window in samples: ``5 max(ceil(5 tau_decay fs), 1)``."""
+    return 5 * max(math.ceil((5.0 * tau_decay) * fs), 1)
+
+
+def compute_upsample_factor(fs: float, target_fs: float) -> int:
+    """Compute the upsample factor for a given sampling rate and target.
+
+    Parameters
+    ----------
+    fs : float
+        Original sampling rate in Hz.
+    target_fs : float
+        Target sampling rate in Hz.
+
+    Returns
+    -------
+    int
+        ``max(1, round(target_fs / fs))`` with halves rounded away from zero (>= 1).
+
+    Raises
+    ------
+    ValueError
+        If ``fs`` or ``target_fs`` is not finite and positive, or the ratio is unusably large.
+    """
+    fs_value, target = float(fs), float(target_fs)
+    fmt = format_number
+    if not (math.isfinite(fs_value) and fs_value > 0):
+        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {fmt(fs_value)}")
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError(f"invalid parameter: target_fs must be finite and > 0 Hz, got {fmt(target)}")
+    factor = round_half_away(target / fs_value)
+    if factor > MAX_UPSAMPLE_FACTOR:
+        raise ValueError(
+            f"invalid parameter: target_fs / fs = {fmt(target / fs_value)} is not a usable upsample factor"
+        )
+    return int(max(1.0, factor))
