@@ -162,7 +162,8 @@ def make_plan(
         fft_size=fft_size,
         kernel_spectrum=spectrum,
         ar2=ar2,
-        max_iterations=iteration_cap(max_iters),
+        # Counters are int32 on every backend; 2**31 - 1 iterations is beyond any real run.
+        max_iterations=min(iteration_cap(max_iters), 2**31 - 1),
     )
 
 
