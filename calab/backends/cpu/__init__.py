@@ -141,25 +141,30 @@ class NumpyBackend(Backend):
         return lfilter(numerator, denominator, residual[..., ::-1], axis=-1)[..., ::-1]
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):
-        """Fused in-place update (Numba) when the driver compacts every step."""
-        from calab.fista import proximal_update
+        """Compiled update (Numba) when the driver compacts every step; else the generic one."""
+        from calab.fista import MIN_ITERATIONS, TOLERANCE_SQUARED, FistaState, proximal_update
 
         if freeze or not _kernels.HAVE_NUMBA:
             return proximal_update(xp, plan, state, gradient, threshold, freeze)
-        _kernels.fused_update(
-            state.x,
-            state.y,
-            np.ascontiguousarray(gradient, dtype=np.float32),
-            state.t,
-            state.k,
-            threshold,
-            plan.step32,
-            plan.constraint == "box01",
-            plan.max_iterations,
-            state.active,
-            state.converged,
+        t_next = (1.0 + np.sqrt(1.0 + 4.0 * state.t * state.t)) / 2.0
+        momentum = ((state.t - 1.0) / t_next).astype(np.float32)
+        x_new = np.empty_like(state.x)
+        y_new = np.empty_like(state.y)
+        _kernels.proximal_pass(
+            state.x, state.y, np.ascontiguousarray(gradient, dtype=np.float32), plan.step32,
+            threshold, momentum, plan.constraint == "box01", x_new, y_new,
         )
-        return state
+        rows = state.x.shape[0]
+        change, size, restart_signal = np.empty(rows), np.empty(rows), np.empty(rows)
+        _kernels.accumulate(state.x, state.y, x_new, change, size, restart_signal)
+        k = state.k + 1
+        restart = (k > 1) & (restart_signal > 0)
+        if restart.any():
+            y_new[restart] = x_new[restart]
+        converged = state.converged | ((k > MIN_ITERATIONS) & (change < TOLERANCE_SQUARED * (size + 1e-20)))
+        return FistaState(
+            x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
+        )
 
     def rolling_quantile(self, traces: np.ndarray, window: int, quantile: float) -> np.ndarray:
         blocks = np.array_split(np.arange(traces.shape[0]), min(self.workers, traces.shape[0]))

@@ -6,8 +6,9 @@ They are the CPU twins of the CUDA kernels (``calab/backends/cuda/kernels/*.cu``
   float32 operation order.  A recursion is latency-bound (each sample waits for the
   previous one), so a group of rows is advanced together: the independent chains fill
   the CPU pipeline and run ~10x faster than ``scipy.signal.lfilter`` row by row.
-* ``fused_update`` — the FISTA proximal step, momentum, float64 accumulators, restart
-  and convergence test in one pass over memory instead of a dozen NumPy passes.
+* ``proximal_pass`` + ``accumulate`` — the FISTA proximal step and extrapolation
+  (exact float32, vectorised) and the per-cell float64 accumulators of the restart and
+  convergence tests, in two passes over memory instead of a dozen NumPy passes.
 
 All functions release the GIL (``nogil``) so the backend's thread pool runs cell blocks
 on every core.  When Numba is missing (or ``CALAB_DISABLE_NUMBA=1``) the backend falls
@@ -34,7 +35,7 @@ HAVE_NUMBA = njit is not None
 #: rows advanced together by the recursions (enough independent chains to hide latency)
 GROUP = 8
 
-__all__ = ["GROUP", "HAVE_NUMBA", "NUMBA_ERROR", "ar2_adjoint", "ar2_forward", "fused_update"]
+__all__ = ["GROUP", "HAVE_NUMBA", "NUMBA_ERROR", "accumulate", "ar2_adjoint", "ar2_forward", "proximal_pass"]
 
 if HAVE_NUMBA:
 
@@ -77,60 +78,51 @@ if HAVE_NUMBA:
                     next2[j] = next1[j]
                     next1[j] = value
 
-    @njit(nogil=True, cache=True, inline="always")
-    def _element(x, y, gradient, b, i, step, shrink, momentum, box):  # pragma: no cover
-        """Update element ``i`` of row ``b``; return its float64 accumulator terms."""
+    @njit(nogil=True, cache=True)
+    def proximal_pass(x, y, gradient, step, threshold, momentum, box, x_new, y_new):  # pragma: no cover
+        """Proximal step and extrapolation into ``x_new``/``y_new``, exactly in float32.
+
+        No reductions here, so the loop vectorises without changing any rounding.
+        """
+        rows, n = x.shape
         zero = np.float32(0.0)
         one = np.float32(1.0)
-        old = x[b, i]
-        at = y[b, i]
-        value = (at - step * gradient[b, i]) - shrink
-        new = min(max(value, zero), one) if box else max(value, zero)
-        ahead = new + momentum * (new - old)
-        ahead = min(max(ahead, zero), one) if box else max(ahead, zero)
-        x[b, i] = new
-        y[b, i] = ahead
-        delta = np.float64(new) - np.float64(old)
-        return delta * delta, np.float64(old) * np.float64(old), (np.float64(at) - np.float64(new)) * delta
-
-    @njit(nogil=True, cache=True)
-    def fused_update(x, y, gradient, t, k, threshold, step, box, cap, active, converged):  # pragma: no cover
-        """One FISTA update of every row, in place on ``x``, ``y``, ``t``, ``k``, flags."""
-        rows, n = x.shape
         for b in range(rows):
-            t_next = (1.0 + np.sqrt(1.0 + 4.0 * t[b] * t[b])) / 2.0
-            momentum = np.float32((t[b] - 1.0) / t_next)
             shrink = threshold[b]
-            # Two interleaved partial sums per accumulator: independent float64 add
-            # chains the CPU overlaps, instead of one chain that waits on every add.
-            c0 = c1 = s0 = s1 = r0 = r1 = 0.0
-            pairs = n // 2
-            for half in range(pairs):
-                i = 2 * half
-                dc, ds, dr = _element(x, y, gradient, b, i, step, shrink, momentum, box)
-                c0 += dc
-                s0 += ds
-                r0 += dr
-                dc, ds, dr = _element(x, y, gradient, b, i + 1, step, shrink, momentum, box)
-                c1 += dc
-                s1 += ds
-                r1 += dr
-            if n % 2:
-                dc, ds, dr = _element(x, y, gradient, b, n - 1, step, shrink, momentum, box)
-                c0 += dc
-                s0 += ds
-                r0 += dr
-            change, size, restart_signal = c0 + c1, s0 + s1, r0 + r1
-            k[b] += 1
-            if k[b] > 1 and restart_signal > 0.0:
-                t[b] = 1.0
+            mu = momentum[b]
+            if box:
                 for i in range(n):
-                    y[b, i] = x[b, i]
+                    new = min(max((y[b, i] - step * gradient[b, i]) - shrink, zero), one)
+                    x_new[b, i] = new
+                    y_new[b, i] = min(max(new + mu * (new - x[b, i]), zero), one)
             else:
-                t[b] = t_next
-            done = k[b] > 5 and change < 1e-8 * (size + 1e-20)
-            converged[b] = converged[b] or done
-            active[b] = (not converged[b]) and k[b] < cap
+                for i in range(n):
+                    new = max((y[b, i] - step * gradient[b, i]) - shrink, zero)
+                    x_new[b, i] = new
+                    y_new[b, i] = max(new + mu * (new - x[b, i]), zero)
+
+    @njit(nogil=True, cache=True, fastmath={"reassoc"})
+    def accumulate(x_old, y_old, x_new, change, size, restart_signal):  # pragma: no cover
+        """Per-row float64 sums ``Σ Δ²``, ``Σ x_old²``, ``Σ (y − x_new) Δ``.
+
+        Reassociation lets the float64 sums vectorise; it changes them only at the 1e-16
+        relative level, far below the 1e-8 convergence test they feed.
+        """
+        rows, n = x_old.shape
+        for b in range(rows):
+            c = 0.0
+            s = 0.0
+            r = 0.0
+            for i in range(n):
+                old = np.float64(x_old[b, i])
+                new = np.float64(x_new[b, i])
+                delta = new - old
+                c += delta * delta
+                s += old * old
+                r += (np.float64(y_old[b, i]) - new) * delta
+            change[b] = c
+            size[b] = s
+            restart_signal[b] = r
 
 else:  # pragma: no cover
-    ar2_forward = ar2_adjoint = fused_update = None
+    ar2_forward = ar2_adjoint = proximal_pass = accumulate = None
