@@ -174,6 +174,7 @@ def _deconvolve(
     conv_mode: str,
     constraint: str,
     backend: str | None,
+    want_reconvolution: bool = True,
 ) -> tuple[DeconvolutionResult, int, str]:
     library = array_library(traces)
     if library not in ("cupy", "jax"):
@@ -219,7 +220,11 @@ def _deconvolve(
         for start in starts:
             _to_backend_f32(chosen, batch[start : start + chunk], "input array", start)
     bar = _progress(n_cells, n_timepoints, len(starts))
-    activity_parts, recon_parts = [], []
+    # NumPy results are written into preallocated float64 arrays chunk by chunk, so peak
+    # memory is the outputs plus one chunk's working set (no concatenation copies).
+    on_host = library == "numpy"
+    activity_out = np.empty((n_cells, n_timepoints)) if on_host else []
+    recon_out = (np.empty((n_cells, n_timepoints)) if on_host else []) if want_reconvolution else None
     baseline = np.empty(n_cells)
     iterations = np.empty(n_cells, dtype=np.int64)
     converged = np.empty(n_cells, dtype=bool)
@@ -232,8 +237,14 @@ def _deconvolve(
                 )
                 rolling = rolling_baseline(chosen, block, float(tau_d), float(fs))
                 out = solve_batch(chosen, plan, block, lam_cells[start:stop], rolling)
-                activity_parts.append(_from_backend(chosen, out.activity, library))
-                recon_parts.append(_from_backend(chosen, out.reconvolution, library))
+                if on_host:
+                    activity_out[start:stop] = chosen.to_numpy(out.activity)
+                    if want_reconvolution:
+                        recon_out[start:stop] = chosen.to_numpy(out.reconvolution)
+                else:
+                    activity_out.append(_from_backend(chosen, out.activity, library))
+                    if want_reconvolution:
+                        recon_out.append(_from_backend(chosen, out.reconvolution, library))
                 baseline[start:stop] = out.baseline
                 iterations[start:stop] = out.iterations
                 converged[start:stop] = out.converged
@@ -242,9 +253,12 @@ def _deconvolve(
     finally:
         if bar is not None:
             bar.close()
-    concat = _concatenate(library)
-    activity = activity_parts[0] if len(activity_parts) == 1 else concat(activity_parts)
-    reconvolution = recon_parts[0] if len(recon_parts) == 1 else concat(recon_parts)
+    activity, reconvolution = activity_out, recon_out
+    if not on_host:
+        concat = _concatenate(library)
+        activity = activity[0] if len(activity) == 1 else concat(activity)
+        if want_reconvolution:
+            reconvolution = reconvolution[0] if len(reconvolution) == 1 else concat(reconvolution)
     return DeconvolutionResult(activity, baseline, reconvolution, iterations, converged), ndim, library
 
 
@@ -320,7 +334,9 @@ def run_deconvolution(
     calab.BackendUnavailableError
         The requested backend is not installed (the message names the extra).
     """
-    result, ndim, _ = _deconvolve(traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend)
+    result, ndim, _ = _deconvolve(
+        traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, want_reconvolution=False
+    )
     return result.activity.reshape(-1) if ndim == 1 else result.activity
 
 

@@ -279,3 +279,24 @@ def test_non_finite_samples_are_reported_with_their_position(backend):
         calab.run_deconvolution(np.where(np.arange(40) == 5, np.inf, 0.0), FS, TAU_R, TAU_D, 0.1, backend=backend)
     with pytest.raises(ValueError, match="non-finite"):  # overflows float32
         calab.run_deconvolution(np.full(40, 1e39), FS, TAU_R, TAU_D, 0.1, backend=backend)
+
+
+def test_large_batches_stream_through_in_memory_bounded_chunks(monkeypatch):
+    import calab.deconvolution as deconvolution
+    from calab.backends.cpu import NumpyBackend
+
+    seen = []
+    real_solve = deconvolution.solve_batch
+
+    def spy(engine, plan, block, *args, **kwargs):
+        seen.append(block.shape[0])
+        return real_solve(engine, plan, block, *args, **kwargs)
+
+    monkeypatch.setattr(deconvolution, "solve_batch", spy)
+    # Pretend only 64 MiB are free: 300 cells x 3000 frames must not be solved at once.
+    monkeypatch.setattr(NumpyBackend, "free_memory_bytes", lambda self: 64 << 20)
+    traces, _ = simulated_traces(300, 3000, seed=37)
+    result = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.5, max_iters=100, backend="numpy")
+    assert len(seen) > 1 and sum(seen) == 300
+    assert max(seen) * 3000 * 4 * 16 <= 64 << 20 or max(seen) == get_backend("numpy").workers * 32
+    assert result.activity.shape == (300, 3000) and np.all(result.iterations > 0)
