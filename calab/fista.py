@@ -172,13 +172,15 @@ class Operator(NamedTuple):
     """Convolution operator on ``(B, n)`` float32 batches.
 
     ``forward`` is ``K`` (causal convolution truncated to ``n`` samples), ``adjoint`` its
-    transpose and ``normal`` the Gram operator ``KᵀK`` when it is cheaper than the two
-    (FFT mode), else None.
+    transpose, ``normal`` the Gram operator ``KᵀK`` when it is cheaper than the two
+    (FFT mode), else None, and ``adjoint_of_difference(a, b)`` is ``Kᵀ(a − b)`` (a
+    backend may fuse the subtraction into the recursion).
     """
 
     forward: Callable[[Any], Any]
     adjoint: Callable[[Any], Any]
     normal: Callable[[Any], Any] | None
+    adjoint_of_difference: Callable[[Any, Any], Any]
 
 
 def gram_boundary(kernel: np.ndarray) -> np.ndarray:
@@ -245,7 +247,10 @@ def build_operator(
         def adjoint(batch):
             return backend.ar2_adjoint(batch, g1, g2, gain)
 
-        return Operator(forward, adjoint, None)
+        def adjoint_of_difference(model, data):
+            return backend.ar2_adjoint_of_difference(model, data, g1, g2, gain)
+
+        return Operator(forward, adjoint, None, adjoint_of_difference)
 
     spectrum, spectrum_conj, power, boundary = arrays
     scale = np.float32(1.0 / fft_size)
@@ -259,7 +264,7 @@ def build_operator(
     def normal(batch):
         return backend.gram_filter(batch, fft_size, power, boundary)
 
-    return Operator(forward, adjoint, normal)
+    return Operator(forward, adjoint, normal, lambda model, data: adjoint(model - data))
 
 
 def make_operator(backend: Backend, plan: SolvePlan) -> Operator:
@@ -316,10 +321,9 @@ def gradient_at(operator: Operator, y: Any, data_term: Any, valid: Any | None) -
         return operator.normal(y) - data_term
     if operator.normal is not None:
         return operator.adjoint(operator.forward(y) * valid) - data_term
-    residual = operator.forward(y) - data_term
-    if valid is not None:
-        residual = residual * valid
-    return operator.adjoint(residual)
+    if valid is None:
+        return operator.adjoint_of_difference(operator.forward(y), data_term)
+    return operator.adjoint((operator.forward(y) - data_term) * valid)
 
 
 def proximal_update(

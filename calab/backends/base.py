@@ -124,6 +124,10 @@ class Backend(ABC):
     def ar2_adjoint(self, residual: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:
         """Exact transpose of :meth:`ar2_forward`."""
 
+    def ar2_adjoint_of_difference(self, model: Any, data: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:
+        """``ar2_adjoint(model − data)``; backends may fuse the float32 subtraction."""
+        return self.ar2_adjoint(model - data, g1, g2, gain)
+
     @abstractmethod
     def rolling_quantile(self, traces: Any, window: int, quantile: float) -> Any:
         """Causal rolling order statistic (see :func:`calab.filters.rolling_baseline`)."""

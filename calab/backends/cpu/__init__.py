@@ -108,7 +108,9 @@ class NumpyBackend(Backend):
         spectrum *= power
         full = self.irfft(spectrum, size)[:, : batch.shape[-1]]
         edge = boundary.shape[0]
-        if edge:
+        if edge and _kernels.HAVE_NUMBA:
+            _kernels.subtract_boundary(np.ascontiguousarray(batch), boundary, full)
+        elif edge:
             full[:, -edge:] -= batch[:, -edge:] @ boundary
         return full
 
@@ -139,6 +141,14 @@ class NumpyBackend(Backend):
         numerator = np.array([0.0, gain], dtype=np.float32)
         denominator = np.array([1.0, -g1, -g2], dtype=np.float32)
         return lfilter(numerator, denominator, residual[..., ::-1], axis=-1)[..., ::-1]
+
+    def ar2_adjoint_of_difference(self, model, data, g1, g2, gain):
+        if not _kernels.HAVE_NUMBA:
+            return super().ar2_adjoint_of_difference(model, data, g1, g2, gain)
+        model = np.ascontiguousarray(model, dtype=np.float32)
+        out = np.empty_like(model)
+        _kernels.ar2_adjoint_residual(model, np.ascontiguousarray(data, dtype=np.float32), g1, g2, gain, out)
+        return out
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):
         """Compiled update (Numba) when the driver compacts every step; else the generic one."""
@@ -212,12 +222,7 @@ class NumpyBackend(Backend):
         if len(starts) == 1 or self.workers == 1:
             outcomes = [solve(s) for s in starts]
         else:
-            from threadpoolctl import threadpool_limits
-
-            # Our threads already fill the cores; BLAS threads on top of them would
-            # spin-wait against each other (a 5x slowdown on small GEMMs).
-            with threadpool_limits(limits=1, user_api="blas"):
-                outcomes = list(self._executor().map(solve, starts))
+            outcomes = list(self._executor().map(solve, starts))
         return FistaOutcome(
             np.concatenate([o.x for o in outcomes]),
             np.concatenate([o.iterations for o in outcomes]),
