@@ -76,7 +76,7 @@ def fake_cupy(*, driver=13000, built=13000, count=1, count_error=None, compute_e
 
 @pytest.fixture
 def installed(monkeypatch):
-    monkeypatch.setattr(cuda_backend, "_module_installed", lambda name: True)
+    monkeypatch.setattr(cuda_backend, "module_installed", lambda name: True)
 
     def use(module):
         monkeypatch.setitem(sys.modules, "cupy", module)
@@ -85,7 +85,7 @@ def installed(monkeypatch):
 
 
 def test_probe_without_cupy_names_the_extras(monkeypatch):
-    monkeypatch.setattr(cuda_backend, "_module_installed", lambda name: False)
+    monkeypatch.setattr(cuda_backend, "module_installed", lambda name: False)
     info = probe_cupy()
     assert not info.usable and not info.has_gpu
     assert "not installed" in info.reason

@@ -242,7 +242,7 @@ def use_backend(name: str) -> Iterator[Backend]:
         _context_backend.reset(token)
 
 
-def _module_installed(module: str) -> bool:
+def module_installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from calab.backends import BackendInfo, _module_installed, array_library, install_hint
+from calab.backends import BackendInfo, module_installed, array_library, install_hint
 from calab.backends.base import Backend
 from calab.backends.cuda import _driver
 
@@ -72,7 +72,7 @@ def _unusable(reason: str) -> BackendInfo:
 def probe_cupy() -> BackendInfo:
     """Say whether CuPy can compute on a CUDA device here, and why not; never raises."""
     hint = install_hint("cupy")
-    if not _module_installed("cupy"):
+    if not module_installed("cupy"):
         return _unusable(f"CuPy is not installed: {hint}")
     try:
         import cupy

@@ -18,13 +18,12 @@ JAX is imported only when this backend is first used.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from calab.backends import BackendInfo, install_hint
+from calab.backends import BackendInfo, install_hint, module_installed
 from calab.backends.base import Backend
 
 __all__ = ["JaxBackend"]
@@ -35,13 +34,6 @@ SEGMENT = 32
 MIN_BUCKET = 8
 
 _GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _bucket(count: int) -> int:
@@ -62,9 +54,9 @@ class JaxBackend(Backend):
 
     @classmethod
     def probe(cls) -> BackendInfo:
-        if not _installed("jax"):
+        if not module_installed("jax"):
             return BackendInfo("jax", False, f"JAX is not installed: {install_hint('jax')}")
-        if not any(_installed(plugin) for plugin in _GPU_PLUGINS):
+        if not any(module_installed(plugin) for plugin in _GPU_PLUGINS):
             # No accelerator plugin: JAX can only run on the CPU; no need to import it.
             return BackendInfo("jax", True, "JAX on CPU (no GPU plugin installed, e.g. jax[cuda12])")
         try:
