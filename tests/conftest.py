@@ -25,3 +25,24 @@ def backend(request) -> str:
 def accelerated_backend(request) -> str:
     """A non-NumPy backend, for parity tests against the NumPy oracle."""
     return request.param
+
+
+def assert_activity_matches(ours, reference, *, tolerance: float = 1e-3, min_pearson: float = 0.999):
+    """The project's parity criterion against the reference, per cell (row).
+
+    A cell matches when its activity is within ``tolerance`` of that cell's peak, or —
+    for cells that stop one iteration earlier or later than the reference because float32
+    rounding moved them across the convergence threshold — when the two activities have a
+    Pearson correlation of at least ``min_pearson``.
+    """
+    import numpy as np
+
+    ours, reference = np.atleast_2d(ours), np.atleast_2d(reference)
+    assert ours.shape == reference.shape
+    for row, (mine, theirs) in enumerate(zip(ours, reference)):
+        peak = max(float(np.abs(theirs).max(initial=0.0)), 1e-6)
+        error = float(np.abs(mine - theirs).max(initial=0.0))
+        if error <= tolerance * peak:
+            continue
+        pearson = float(np.corrcoef(mine, theirs)[0, 1])
+        assert pearson >= min_pearson, f"cell {row}: max error {error / peak:.2e} of peak, Pearson r {pearson:.6f}"
