@@ -15,7 +15,7 @@ Exit codes follow the published calab: 0 on success, 1 for errors the command re
 errors (argparse).  Set ``CALAB_DEBUG=1`` to get the full traceback of an error.
 
 Outputs are written atomically and an existing file is never replaced unless
-``--force`` is given.  Long computations show a live progress line when stderr is a
+``--force`` is given.  Long computations show a progress bar when stderr is a
 terminal and stay quiet when it is piped or redirected.
 """
 
@@ -115,52 +115,40 @@ def _read_traces(path_text: str) -> tuple[np.ndarray, float | None, Path]:
     return traces, fs, npy_path
 
 
-class _ElapsedIndicator:
-    """A live "still working, N s elapsed" line on stderr while one long call runs.
+class _ProgressBar:
+    """A cells-done bar on stderr for long solves, fed by the engine's ``progress`` callback.
 
-    The solve is a single library call (so the command's numbers are exactly those of
-    :func:`calab.run_deconvolution` on the same array -- splitting the batch to count
-    progress would change float32 round-off, because the NumPy engine's results are not
-    bitwise independent of how cells are batched); a background thread redraws the line.  The
-    engine adds its own per-chunk bar for data that spans several device-memory chunks.
     Does nothing unless stderr is a terminal and the job is big enough to take a while.
+    The NumPy engine's results do not depend on how cells are batched, so the finer
+    chunks a progress display asks for never change the numbers.
     """
 
-    def __init__(self, label: str, samples: int) -> None:
+    def __init__(self, label: str, cells: int, samples: int) -> None:
         self.enabled = _stderr_is_tty() and samples >= _PROGRESS_MIN_SAMPLES
-        self.label = label
+        self.label, self.cells = label, cells
         self._bar: Any = None
-        self._thread: Any = None
 
-    def __enter__(self) -> _ElapsedIndicator:
-        if not self.enabled:
-            return self
-        import shutil
-        import threading
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            import shutil
 
-        from tqdm import tqdm
+            from tqdm import tqdm
 
-        # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes tqdm
-        # draw nothing at all.
-        size = shutil.get_terminal_size((80, 24))
-        self._bar = tqdm(total=None, desc=self.label, file=sys.stderr, leave=False,
-                         ncols=size.columns if size.columns > 0 else 80,
-                         nrows=size.lines if size.lines > 0 else 24,
-                         bar_format="{desc}: {elapsed} elapsed")
-        self._stop = threading.Event()
-
-        def redraw() -> None:
-            while not self._stop.wait(0.5):
-                self._bar.refresh()
-
-        self._thread = threading.Thread(target=redraw, name="calab-progress", daemon=True)
-        self._thread.start()
+            # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes
+            # tqdm draw nothing at all.
+            size = shutil.get_terminal_size((80, 24))
+            self._bar = tqdm(total=self.cells, desc=self.label, unit="cell", file=sys.stderr, leave=False,
+                             ncols=size.columns if size.columns > 0 else 80,
+                             nrows=size.lines if size.lines > 0 else 24)
         return self
+
+    @property
+    def callback(self) -> Any:
+        """The engine's ``progress`` argument: our bar's update, or False when silent."""
+        return self._bar.update if self._bar is not None else False
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._bar is not None:
-            self._stop.set()
-            self._thread.join()
             self._bar.close()
 
 
@@ -180,8 +168,8 @@ def _solve(
 
     solve = run_deconvolution_full if full else run_deconvolution
     description = f"{label} {traces.shape[0]} cells x {traces.shape[1]} frames"
-    with _ElapsedIndicator(description, traces.size):
-        return solve(traces, fs, tau_rise, tau_decay, lam, backend=backend)
+    with _ProgressBar(description, traces.shape[0], traces.size) as bar:
+        return solve(traces, fs, tau_rise, tau_decay, lam, backend=backend, progress=bar.callback)
 
 
 def _json_text(data: Any) -> str:

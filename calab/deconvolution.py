@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -154,13 +154,29 @@ def _chunk_cells(backend: Any, n_cells: int, n_timepoints: int) -> int:
     return max(1, min(n_cells, backend.max_chunk_cells(n_cells, n_timepoints)))
 
 
-def _progress(total_cells: int, n_timepoints: int, chunks: int):
-    """A tqdm bar for long multi-chunk solves on a terminal; silent when piped."""
-    if chunks < 2 or total_cells * n_timepoints < 50_000_000 or not sys.stderr.isatty():
-        return None
+#: Solves smaller than this many samples (cells x frames) finish in a few seconds on a
+#: CPU: no automatic progress bar for them.
+PROGRESS_MIN_SAMPLES = 20_000_000
+#: With a progress display, a batch is split into at least this many chunks.
+PROGRESS_STEPS = 20
+
+
+def _progress_reporter(progress: Any, n_cells: int, n_timepoints: int) -> tuple[Any, Any]:
+    """``(advance, close)`` for the ``progress`` argument, or ``(None, None)`` when silent.
+
+    ``advance(k)`` reports ``k`` more finished cells.  None means automatic: a tqdm bar on
+    a terminal for long solves, nothing when stderr is piped.
+    """
+    if callable(progress):
+        return progress, None
+    if progress is None:
+        progress = n_cells * n_timepoints >= PROGRESS_MIN_SAMPLES and sys.stderr.isatty()
+    if not progress:
+        return None, None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total_cells, unit="cell", desc="calab deconvolution", leave=False)
+    bar = tqdm(total=n_cells, unit="cell", desc="calab deconvolution", leave=False)
+    return bar.update, bar.close
 
 
 # --------------------------------------------------------------------------- core
@@ -175,6 +191,7 @@ def _deconvolve(
     constraint: str,
     backend: str | None,
     want_reconvolution: bool = True,
+    progress: Any = None,
 ) -> tuple[DeconvolutionResult, int, str]:
     library = array_library(traces)
     if library not in ("cupy", "jax"):
@@ -212,6 +229,11 @@ def _deconvolve(
 
     plan = make_plan(chosen, n_timepoints, fs, tau_r, tau_d, conv_mode, constraint, max_iters)
     chunk = _chunk_cells(chosen, n_cells, n_timepoints)
+    advance, close = _progress_reporter(progress, n_cells, n_timepoints)
+    if advance is not None and not chosen.is_gpu:
+        # Finer chunks so the display moves; the CPU backend's results do not depend on
+        # how cells are batched, and chunks of a few thread blocks keep its cores busy.
+        chunk = min(chunk, max(chosen.min_chunk_cells(), -(-n_cells // PROGRESS_STEPS)))
     starts = range(0, n_cells, chunk)
     row_label = None if n_cells == 1 else 0
     # Every row is checked before any is solved, so a bad row late in a huge batch fails
@@ -219,7 +241,6 @@ def _deconvolve(
     if len(starts) > 1:
         for start in starts:
             _to_backend_f32(chosen, batch[start : start + chunk], "input array", start)
-    bar = _progress(n_cells, n_timepoints, len(starts))
     # NumPy results are written into preallocated float64 arrays chunk by chunk, so peak
     # memory is the outputs plus one chunk's working set (no concatenation copies).
     on_host = library == "numpy"
@@ -248,11 +269,11 @@ def _deconvolve(
                 baseline[start:stop] = out.baseline
                 iterations[start:stop] = out.iterations
                 converged[start:stop] = out.converged
-                if bar is not None:
-                    bar.update(stop - start)
+                if advance is not None:
+                    advance(stop - start)
     finally:
-        if bar is not None:
-            bar.close()
+        if close is not None:
+            close()
     activity, reconvolution = activity_out, recon_out
     if not on_host:
         concat = _concatenate(library)
@@ -285,6 +306,7 @@ def run_deconvolution(
     constraint: str = "nonneg",
     *,
     backend: str | None = None,
+    progress: bool | Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """Run FISTA deconvolution on one or more calcium traces.
 
@@ -317,6 +339,10 @@ def run_deconvolution(
     backend : str, optional
         ``'numpy'``, ``'jax'``, ``'cupy'`` or ``'auto'``; None resolves it (argument →
         :func:`calab.use_backend` → ``CALAB_BACKEND`` → input array's library → auto).
+    progress : bool or callable, optional
+        None (default): a progress bar on stderr for long solves when it is a terminal,
+        nothing when piped.  True/False force it on/off.  A callable is called with the
+        number of cells finished since its previous call.
 
     Returns
     -------
@@ -335,7 +361,8 @@ def run_deconvolution(
         The requested backend is not installed (the message names the extra).
     """
     result, ndim, _ = _deconvolve(
-        traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, want_reconvolution=False
+        traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend,
+        want_reconvolution=False, progress=progress,
     )
     return result.activity.reshape(-1) if ndim == 1 else result.activity
 
@@ -351,6 +378,7 @@ def run_deconvolution_full(
     constraint: str = "nonneg",
     *,
     backend: str | None = None,
+    progress: bool | Callable[[int], object] | None = None,
 ) -> DeconvolutionResult:
     """Run FISTA deconvolution returning full results.
 
@@ -365,7 +393,7 @@ def run_deconvolution_full(
         float64/int64/bool.
     """
     result, ndim, library = _deconvolve(
-        traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend
+        traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, progress=progress
     )
     if ndim == 1:
         return DeconvolutionResult(

@@ -300,3 +300,16 @@ def test_large_batches_stream_through_in_memory_bounded_chunks(monkeypatch):
     assert len(seen) > 1 and sum(seen) == 300
     assert max(seen) * 3000 * 4 * 16 <= 64 << 20 or max(seen) == get_backend("numpy").workers * 32
     assert result.activity.shape == (300, 3000) and np.all(result.iterations > 0)
+
+
+def test_progress_reports_every_cell_and_never_changes_the_numpy_results():
+    traces, _ = simulated_traces(300, 500, seed=41)
+    reported = []
+    with_progress = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.3, backend="numpy", progress=reported.append)
+    assert sum(reported) == 300 and len(reported) > 1  # several chunks, each reported
+    silent = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.3, backend="numpy", progress=False)
+    # The NumPy backend gives every cell the same arithmetic whatever its batch: bit-identical.
+    np.testing.assert_array_equal(with_progress.activity, silent.activity)
+    np.testing.assert_array_equal(with_progress.iterations, silent.iterations)
+    alone = calab.run_deconvolution_full(traces[17], FS, TAU_R, TAU_D, 0.3, backend="numpy")
+    np.testing.assert_array_equal(silent.activity[17], alone.activity)

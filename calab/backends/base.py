@@ -77,6 +77,10 @@ class Backend(ABC):
 
         return contextlib.nullcontext()
 
+    def min_chunk_cells(self) -> int:
+        """Smallest chunk worth launching (used when progress display asks for small chunks)."""
+        return 1024
+
     def synchronize(self) -> None:
         """Block until queued device work is done (for timing); no-op on the CPU."""
 
@@ -140,7 +144,7 @@ class Backend(ABC):
         work: Any,
         threshold: Any,
         x0: Any | None = None,
-        valid_lengths: Any | None = None,
+        valid: Any | None = None,
     ) -> FistaOutcome:
         """Iterate FISTA to convergence or the cap for a whole batch (see :mod:`calab.fista`)."""
 

@@ -196,6 +196,9 @@ class NumpyBackend(Backend):
         budget = min(1 << 30, self.free_memory_bytes() // 4)
         return max(self.workers * 32, budget // max(per_cell, 1))
 
+    def min_chunk_cells(self) -> int:
+        return self.workers * 32
+
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
         from calab.fista import FistaOutcome, run_host_loop
 
