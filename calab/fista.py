@@ -36,6 +36,7 @@ from calab.kernel import (
     _kernel_unchecked,
     ar2_coefficients,
     ar2_impulse_peak,
+    ar2_impulse_response,
     ar2_lipschitz,
     compute_lipschitz,
     dc_gain,
@@ -84,13 +85,16 @@ class SolvePlan:
     conv_mode, constraint : str
         ``"fft"``/``"banded"`` and ``"nonneg"``/``"box01"``.
     kernel : numpy.ndarray
-        ``(N_k,)`` float32 kernel from :func:`calab.build_kernel`.
+        ``(N_k,)`` float32 taps of the FFT operator: :func:`calab.build_kernel` in FFT
+        mode; in banded mode on a backend that evaluates the recursion as a convolution
+        (``Backend.banded_by_fft``), the AR(2) impulse response.
     dc_gain : float
         ``G = Σ kernel`` in float64; the L1 weight is ``λ G``.
     lipschitz : float
         ``L``: ``G²`` in FFT mode, the AR(2) bound in banded mode.
     fft_size : int
-        Padded FFT length ``>= n + N_k − 1`` (no wrap-around); 0 in banded mode.
+        Padded FFT length ``>= n + N_k − 1`` (no wrap-around); 0 when the operator is the
+        AR(2) recursion.
     kernel_spectrum : numpy.ndarray or None
         ``(fft_size // 2 + 1,)`` complex64 rFFT of the zero-padded kernel.
     ar2 : tuple of numpy.float32
@@ -141,22 +145,24 @@ def make_plan(
     g1, g2 = ar2_coefficients(float(tau_rise), float(tau_decay), float(fs))
     peak = ar2_impulse_peak(g1, g2, float(tau_decay), float(fs))
     ar2 = (np.float32(g1), np.float32(g2), np.float32(1.0 / peak))
+    taps = kernel
     if conv_mode == "fft":
         lipschitz = compute_lipschitz(kernel)
-        fft_size = backend.fft_length(n_timepoints + kernel.size - 1) if n_timepoints else 0
-        spectrum = None
-        if fft_size:
-            padded = np.zeros(fft_size, dtype=np.float32)
-            padded[: kernel.size] = kernel
-            spectrum = np.fft.rfft(padded).astype(np.complex64)
     else:
         lipschitz = ar2_lipschitz(g1, g2, peak)
-        fft_size, spectrum = 0, None
+        if backend.banded_by_fft and n_timepoints:
+            taps = ar2_impulse_response(float(ar2[0]), float(ar2[1]), float(ar2[2]), n_timepoints)
+    fft_size, spectrum = 0, None
+    if n_timepoints and (conv_mode == "fft" or taps is not kernel):
+        fft_size = backend.fft_length(n_timepoints + taps.size - 1)
+        padded = np.zeros(fft_size, dtype=np.float32)
+        padded[: taps.size] = taps
+        spectrum = np.fft.rfft(padded).astype(np.complex64)
     return SolvePlan(
         n_timepoints=int(n_timepoints),
         conv_mode=conv_mode,
         constraint=constraint,
-        kernel=kernel,
+        kernel=taps,
         dc_gain=gain,
         lipschitz=lipschitz,
         fft_size=fft_size,
@@ -208,9 +214,10 @@ def gram_boundary(kernel: np.ndarray) -> np.ndarray:
 def operator_arrays(backend: Backend, plan: SolvePlan) -> tuple[Any, ...]:
     """Device copies of the operator constants of ``plan`` (cached on the plan).
 
-    FFT mode: ``(spectrum, conj(spectrum), |spectrum|²/size, boundary)``; banded: ``()``.
+    FFT operator: ``(spectrum, conj(spectrum), |spectrum|²/size, boundary)``; the AR(2)
+    recursion: ``()``.
     """
-    if plan.conv_mode == "banded":
+    if plan.kernel_spectrum is None:
         return ()
     cache_key = ("fft", backend.name)
     if cache_key not in plan.device_cache:
@@ -237,8 +244,12 @@ def build_operator(
     arrays: tuple[Any, ...],
     ar2: tuple[Any, Any, Any],
 ) -> Operator:
-    """Operator from explicit constants (so a jitted function can take them as arguments)."""
-    if conv_mode == "banded":
+    """Operator from explicit constants (so a jitted function can take them as arguments).
+
+    ``arrays`` from :func:`operator_arrays` decide the kind: empty for the AR(2)
+    recursion, the FFT constants otherwise (FFT mode, or banded mode evaluated by FFT).
+    """
+    if not arrays:
         g1, g2, gain = ar2
 
         def forward(batch):

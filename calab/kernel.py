@@ -18,6 +18,7 @@ __all__ = [
     "MAX_KERNEL_SAMPLES",
     "ar2_coefficients",
     "ar2_impulse_peak",
+    "ar2_impulse_response",
     "ar2_lipschitz",
     "baseline_window",
     "build_kernel",
@@ -239,6 +240,30 @@ def ar2_lipschitz(g1: float, g2: float, impulse_peak: float) -> float:
     power = power[power > 1e-30]
     best = float(np.max(1.0 / power)) if power.size else 0.0
     return max(1e-10, best) / (impulse_peak * impulse_peak)
+
+
+def ar2_impulse_response(g1: float, g2: float, gain: float, max_length: int, rel_tol: float = 1e-9) -> np.ndarray:
+    """Impulse response of the banded operator, for evaluating it as a convolution.
+
+    ``h[0] = 0`` and ``h[t] = gain · c_{t−1}`` with ``c_0 = 1``, ``c_1 = g1``,
+    ``c_t = g1 c_{t−1} + g2 c_{t−2}`` (float64), cut where it has decayed below
+    ``rel_tol`` of its peak, and never longer than ``max_length``.  Convolving with it
+    is the banded recursion up to that cut and float rounding.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(length,)`` float32, ``2 <= length <= max(max_length, 2)``.
+    """
+    values = [0.0, float(gain)]
+    previous, current, peak = 0.0, 1.0, 1.0
+    while len(values) < max_length:
+        previous, current = current, g1 * current + g2 * previous
+        peak = max(peak, abs(current))
+        values.append(gain * current)
+        if abs(current) < rel_tol * peak and abs(previous) < rel_tol * peak:
+            break
+    return np.asarray(values, dtype=np.float32)
 
 
 def baseline_window(tau_decay: float, fs: float) -> int:

@@ -115,3 +115,20 @@ def test_bandpass_gain_shape_follows_the_cutoffs():
     assert gain[-1] == pytest.approx(0.5, abs=1e-6)  # Nyquist clamp quirk of the reference
     assert bandpass_gain(7, 0.02, 0.4, 30.0) is None
     assert bandpass_gain(1000, 0.02, 0.4, 0.04) is None  # cutoffs cross: filter skipped
+
+
+def test_ar2_impulse_response_reproduces_the_banded_recursion():
+    from calab.backends import get_backend
+    from calab.kernel import ar2_impulse_response
+
+    g1, g2 = ar2_coefficients(0.1, 0.6, 30.0)
+    gain = 1.0 / ar2_impulse_peak(g1, g2, 0.6, 30.0)
+    coefficients = (np.float32(g1), np.float32(g2), np.float32(gain))
+    response = ar2_impulse_response(*(float(c) for c in coefficients), max_length=5000)
+    assert response[0] == 0.0 and response.max() == pytest.approx(1.0, abs=1e-6)
+    assert 300 < response.size < 1000  # cut once it decayed below 1e-9 of its peak
+    activity = np.random.default_rng(0).random((2, 3000)).astype(np.float32)
+    recursion = get_backend("numpy").ar2_forward(activity, *coefficients)
+    convolution = np.array([np.convolve(row, response.astype(np.float64))[:3000] for row in activity])
+    np.testing.assert_allclose(convolution, recursion, rtol=0, atol=2e-5 * np.abs(recursion).max())
+    assert ar2_impulse_response(*(float(c) for c in coefficients), max_length=7).size == 7

@@ -30,6 +30,9 @@ class Backend(ABC):
     name: ClassVar[str]
     #: True when arrays live on a GPU
     is_gpu: bool = False
+    #: Evaluate banded mode's AR(2) operator as an FFT convolution with its impulse
+    #: response, for array libraries that run a sequential scan one step at a time.
+    banded_by_fft: bool = False
 
     # ----------------------------------------------------------------- discovery
     @classmethod
