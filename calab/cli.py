@@ -7,8 +7,8 @@ Commands
 ``calab convert``     CaImAn / Minian / suite2p / NWB output -> CaTune ``.npy`` + sidecar
 ``calab info``        summarise a ``.npy``, a JSON file or a pipeline output
 ``calab doctor``      which compute backends work here, why not, devices and versions
-``calab tune``        open CaTune in the browser (needs the bridge, ``calab.tune``)
-``calab cadecon``     open CaDecon in the browser (needs the bridge, ``calab.decon``)
+``calab tune``        open CaTune in the browser (listed once calab has ``calab.tune``)
+``calab cadecon``     open CaDecon in the browser (listed once calab has ``calab.decon``)
 
 Exit codes follow the published calab: 0 on success, 1 for errors the command reports
 (printed as ``Error: ...`` on stderr, without a traceback), 2 for command-line usage
@@ -616,6 +616,36 @@ def _add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
+def _has_bridge(name: str) -> bool:
+    import calab
+
+    try:
+        getattr(calab, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _add_tune_parser(commands: Any) -> None:
+    tune = commands.add_parser("tune", help="Open CaTune for interactive tuning")
+    tune.add_argument("file", help="Input .npy file or calab stem")
+    tune.add_argument("--fs", type=_positive_float, help="Sampling rate (Hz)")
+    tune.add_argument("--port", type=int, help="Server port")
+    tune.add_argument("--no-browser", action="store_true", help="Don't open browser")
+    tune.set_defaults(handler=_cmd_tune)
+
+
+def _add_cadecon_parser(commands: Any) -> None:
+    cadecon = commands.add_parser("cadecon", help="Open CaDecon for automated deconvolution")
+    cadecon.add_argument("file", help="Input .npy file")
+    cadecon.add_argument("--fs", type=_positive_float, default=30.0, help="Sampling rate (Hz, default 30)")
+    cadecon.add_argument("--port", type=int, help="Server port")
+    cadecon.add_argument("--no-browser", action="store_true", help="Don't open browser")
+    cadecon.add_argument("--output", "-o", help="Output path stem")
+    _add_force(cadecon)
+    cadecon.set_defaults(handler=_cmd_cadecon)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``calab`` argument parser (exposed for documentation and tests)."""
     import calab
@@ -665,21 +695,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(handler=_cmd_doctor)
 
-    tune = commands.add_parser("tune", help="Open CaTune for interactive tuning")
-    tune.add_argument("file", help="Input .npy file or calab stem")
-    tune.add_argument("--fs", type=_positive_float, help="Sampling rate (Hz)")
-    tune.add_argument("--port", type=int, help="Server port")
-    tune.add_argument("--no-browser", action="store_true", help="Don't open browser")
-    tune.set_defaults(handler=_cmd_tune)
-
-    cadecon = commands.add_parser("cadecon", help="Open CaDecon for automated deconvolution")
-    cadecon.add_argument("file", help="Input .npy file")
-    cadecon.add_argument("--fs", type=_positive_float, default=30.0, help="Sampling rate (Hz, default 30)")
-    cadecon.add_argument("--port", type=int, help="Server port")
-    cadecon.add_argument("--no-browser", action="store_true", help="Don't open browser")
-    cadecon.add_argument("--output", "-o", help="Output path stem")
-    _add_force(cadecon)
-    cadecon.set_defaults(handler=_cmd_cadecon)
+    # The browser commands appear once calab has the bridge (calab.tune / calab.decon).
+    if _has_bridge("tune"):
+        _add_tune_parser(commands)
+    if _has_bridge("decon"):
+        _add_cadecon_parser(commands)
     return parser
 
 
