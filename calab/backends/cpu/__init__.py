@@ -62,6 +62,22 @@ def rolling_quantile_host(traces: np.ndarray, window: int, quantile: float) -> n
     return out
 
 
+def _compiled(kernel: Any, batch: np.ndarray, *coefficients: np.float32) -> np.ndarray:
+    source = np.ascontiguousarray(batch, dtype=np.float32)
+    out = np.empty_like(source)
+    kernel(source, *coefficients, out)
+    return out
+
+
+def _lfilter_ar2(batch: np.ndarray, g1: np.float32, g2: np.float32, gain: np.float32) -> np.ndarray:
+    """SciPy fallback of the forward recursion (float32 coefficients keep float32 output)."""
+    from scipy.signal import lfilter
+
+    numerator = np.array([0.0, gain], dtype=np.float32)
+    denominator = np.array([1.0, -g1, -g2], dtype=np.float32)
+    return lfilter(numerator, denominator, batch, axis=-1)
+
+
 class NumpyBackend(Backend):
     """CPU backend on NumPy/SciPy (always available)."""
 
@@ -119,28 +135,14 @@ class NumpyBackend(Backend):
 
     def ar2_forward(self, activity: np.ndarray, g1: np.float32, g2: np.float32, gain: np.float32) -> np.ndarray:
         if _kernels.HAVE_NUMBA:
-            source = np.ascontiguousarray(activity, dtype=np.float32)
-            out = np.empty_like(source)
-            _kernels.ar2_forward(source, g1, g2, gain, out)
-            return out
-        from scipy.signal import lfilter
-
-        numerator = np.array([0.0, gain], dtype=np.float32)
-        denominator = np.array([1.0, -g1, -g2], dtype=np.float32)
-        return lfilter(numerator, denominator, activity, axis=-1)
+            return _compiled(_kernels.ar2_forward, activity, g1, g2, gain)
+        return _lfilter_ar2(activity, g1, g2, gain)
 
     def ar2_adjoint(self, residual: np.ndarray, g1: np.float32, g2: np.float32, gain: np.float32) -> np.ndarray:
         if _kernels.HAVE_NUMBA:
-            source = np.ascontiguousarray(residual, dtype=np.float32)
-            out = np.empty_like(source)
-            _kernels.ar2_adjoint(source, g1, g2, gain, out)
-            return out
-        from scipy.signal import lfilter
-
+            return _compiled(_kernels.ar2_adjoint, residual, g1, g2, gain)
         # The transpose of a causal recursion is the same recursion run backwards in time.
-        numerator = np.array([0.0, gain], dtype=np.float32)
-        denominator = np.array([1.0, -g1, -g2], dtype=np.float32)
-        return lfilter(numerator, denominator, residual[..., ::-1], axis=-1)[..., ::-1]
+        return _lfilter_ar2(residual[..., ::-1], g1, g2, gain)[..., ::-1]
 
     def ar2_adjoint_of_difference(self, model, data, g1, g2, gain):
         if not _kernels.HAVE_NUMBA:
