@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab.backends import array_library, resolve_backend
+from calab.backends import array_library, get_backend, resolve_backend
 from calab.filters import rolling_baseline
 from calab.fista import CONSTRAINTS, CONV_MODES, make_plan, solve_batch
 from calab.kernel import format_number, validate_parameters
@@ -237,10 +237,12 @@ def _deconvolve(
     starts = range(0, n_cells, chunk)
     row_label = None if n_cells == 1 else 0
     # Every row is checked before any is solved, so a bad row late in a huge batch fails
-    # fast instead of after minutes of work.
+    # fast instead of after minutes of work.  Host data is checked on the host: sending
+    # it to a GPU only to check it would double the transfers.
     if len(starts) > 1:
+        checker = get_backend("numpy") if library == "numpy" else chosen
         for start in starts:
-            _to_backend_f32(chosen, batch[start : start + chunk], "input array", start)
+            _to_backend_f32(checker, batch[start : start + chunk], "input array", start)
     # NumPy results are written into preallocated float64 arrays chunk by chunk, so peak
     # memory is the outputs plus one chunk's working set (no concatenation copies).
     on_host = library == "numpy"
