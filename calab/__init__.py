@@ -58,6 +58,11 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_minian": "calab.loaders",
     "load_suite2p": "calab.loaders",
     "load_nwb": "calab.loaders",
+    # browser bridge (CaTune page, headless Chromium)
+    "tune": "calab.bridge",
+    "HeadlessBrowser": "calab.bridge",
+    "BridgeVersionError": "calab.bridge",
+    "BridgeVersionWarning": "calab.bridge",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -1,0 +1,327 @@
+"""``tune()`` and the generic ``launch()`` that runs one bridge session end to end.
+
+Lifecycle (spec ``bridge-and-apps.md`` §1.1, §1.10): bind a loopback server holding the
+traces, print where it runs, open the page (browser tab, inline notebook output, or a
+:class:`HeadlessBrowser`), wait for the page's results POST, then shut the server down and
+turn the payload into the return value.  The wait ends early on ``timeout``, on Ctrl-C,
+or when heartbeats stop for :data:`HEARTBEAT_TIMEOUT` seconds after the first one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+import warnings
+import webbrowser
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from calab.bridge.handshake import BridgeVersionWarning
+from calab.bridge.headless import HeadlessBrowser
+from calab.bridge.registry import PAGES_PREFIX, AppSpec, resolve_app
+from calab.bridge.server import BridgeServer, BridgeSession
+
+__all__ = ["HEARTBEAT_TIMEOUT", "BridgeResult", "app_url", "catune_params", "launch", "page_url", "tune"]
+
+#: seconds without a heartbeat (after the first) before the page counts as gone
+HEARTBEAT_TIMEOUT = 10.0
+#: how often the wait loop checks timeout / heartbeat / progress
+_TICK_S = 0.2
+
+
+@dataclass
+class BridgeResult:
+    """What a finished session received: the results JSON, uploaded arrays, warnings."""
+
+    payload: dict
+    arrays: dict
+    warnings: list
+
+
+def _builtin_apps() -> None:
+    # Registering the compute routes needs NumPy code paths only; import lazily so that
+    # `import calab` stays cheap.
+    import calab.bridge.catune  # noqa: F401
+
+
+def page_url(app: str | AppSpec, server: BridgeServer | None = None) -> str:
+    """The page URL for ``app``: the built-in page on ``server`` when there is one, else hosted."""
+    _builtin_apps()
+    spec = resolve_app(app) if isinstance(app, str) else app
+    if spec.page_dir is not None and server is not None:
+        return f"{server.origin}{PAGES_PREFIX}/{spec.page_dir}/index.html"
+    return spec.hosted_url
+
+
+#: 0.3.0's name for :func:`page_url`
+app_url = page_url
+
+
+def _launch_url(base: str, server: BridgeServer) -> str:
+    # 0.3.0 always appended "?...", which breaks a URL that already has a query.
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}bridge={server.origin}&bridge_secret={server.session.secret}"
+
+
+def _check_traces(traces: Any, fs: Any) -> tuple[np.ndarray, float]:
+    try:
+        array = np.asarray(traces, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"traces must be a numeric array, got {type(traces).__name__}") from None
+    array = np.atleast_2d(array)
+    if array.ndim != 2:
+        raise ValueError(f"traces must be 1-D (T,) or 2-D (n_cells, T); got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"traces is empty (shape {array.shape}); pass at least one non-empty trace")
+    if not np.isfinite(array).all():
+        row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(array)))
+        raise ValueError(
+            f"traces contains NaN or infinity (cell {row}, frame {col}); replace them (e.g. "
+            "numpy.nan_to_num or interpolation) before tuning"
+        )
+    if isinstance(fs, bool) or not isinstance(fs, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(fs)) or fs <= 0:
+        raise ValueError(f"fs must be a positive sampling rate in Hz, got {fs!r}")
+    return array, fs
+
+
+@contextlib.contextmanager
+def _page_opener(headless: HeadlessBrowser | bool | None) -> Iterator[HeadlessBrowser | None]:
+    """The headless browser to use (temporary ones are closed on exit), or None."""
+    if headless is True:
+        browser = HeadlessBrowser()
+        try:
+            browser.start()
+            yield browser
+        finally:
+            browser.close()
+    elif isinstance(headless, HeadlessBrowser):
+        if not headless.is_alive:
+            headless.start()
+        yield headless
+    else:
+        yield None
+
+
+def _format_progress(progress: dict) -> str:
+    def num(key: str) -> Any:
+        value = progress.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    parts = [f"iter {num('iteration') if num('iteration') is not None else '?'}/"
+             f"{num('max_iterations') if num('max_iterations') is not None else '?'}"]
+    phase = progress.get("phase") or ""
+    if phase:
+        parts.append(f"{phase} {(num('phase_progress') or 0):.0%}")
+    if num("tau_rise") is not None and num("tau_decay") is not None:
+        parts.append(f"τr={num('tau_rise'):.4f} τd={num('tau_decay'):.4f}")
+    status = progress.get("status")
+    if status and status != "running":
+        parts.append(f"[{status}]")
+    return "  ".join(parts)
+
+
+def _wait(session: BridgeSession, timeout: float | None, show_progress: bool) -> bool:
+    """Block until results arrive (True) or the session ends otherwise (False)."""
+    began = time.monotonic()
+    shown_key: Any = None
+    progress_shown = False
+    try:
+        while True:
+            if session.done.wait(_TICK_S):
+                return True
+            now = time.monotonic()
+            progress = session.progress
+            if show_progress and isinstance(progress, dict):
+                key = (progress.get("iteration"), progress.get("phase_progress"), progress.get("status"))
+                if key != shown_key:
+                    shown_key, progress_shown = key, True
+                    sys.stdout.write("\r\x1b[2K" + _format_progress(progress))
+                    sys.stdout.flush()
+            if timeout is not None and now - began >= timeout:
+                return False
+            beat = session.last_heartbeat
+            if beat is not None and now - beat > HEARTBEAT_TIMEOUT:
+                print(("\n" if progress_shown else "") + "Browser disconnected (heartbeat timeout).")
+                progress_shown = False
+                return False
+    except KeyboardInterrupt:
+        print(("\n" if progress_shown else "") + "Bridge cancelled by user.")
+        progress_shown = False
+        return False
+    finally:
+        if progress_shown:
+            print()
+
+
+def launch(
+    app: str,
+    traces: np.ndarray,
+    fs: float = 30.0,
+    *,
+    config: dict | None = None,
+    timeout: float | None = None,
+    port: int | None = None,
+    app_url: str | None = None,
+    open_browser: bool = True,
+    headless: HeadlessBrowser | bool | None = None,
+    show_progress: bool = False,
+    on_ready: Callable[[str], Any] | None = None,
+) -> BridgeResult | None:
+    """Serve ``traces`` to the web app ``app`` and wait for its results.
+
+    Parameters
+    ----------
+    app : str
+        App slug (``"catune"``, ``"cadecon"``).
+    traces : numpy.ndarray
+        ``(n_cells, T)`` or ``(T,)`` traces (converted to float64).
+    fs : float
+        Sampling rate in Hz.
+    config : dict, optional
+        Served at ``/api/v1/config`` (default ``{"autorun": False}``).
+    timeout : float, optional
+        Seconds to wait; None waits until results, Ctrl-C or heartbeat loss.
+    port : int, optional
+        Port to bind on 127.0.0.1; None or 0 = any free port.
+    app_url : str, optional
+        Page to open instead of the built-in one (e.g. the hosted app).
+    open_browser : bool
+        Open a browser tab (inline output in a notebook); False only prints the URL.
+    headless : HeadlessBrowser or bool, optional
+        True: a temporary headless Chromium for this call; an instance: reuse it.
+    show_progress : bool
+        Print the page's progress POSTs on one terminal line.
+    on_ready : callable, optional
+        Called with the launch URL once the server is up (for tools and tests).
+
+    Returns
+    -------
+    BridgeResult or None
+        None on timeout, Ctrl-C or disconnect.
+
+    Raises
+    ------
+    BridgeVersionError
+        The page posted results in an incompatible format version.
+    """
+    _builtin_apps()
+    spec = resolve_app(app)
+    array, fs = _check_traces(traces, fs)
+    session = BridgeSession(array, fs, spec, config)
+    # The server is a context manager from the moment it binds, so the socket is closed
+    # whatever fails afterwards (browser start-up included).
+    with BridgeServer(session, port) as server:
+        server.start()
+        base = app_url if app_url is not None else page_url(spec, server)
+        url = _launch_url(base, server)
+        print(f"Bridge server running on {server.origin}")
+        print(f"Opening {spec.display_name}: {url}")
+        with _page_opener(headless) as browser:
+            if browser is not None:
+                browser.navigate(url)
+            elif open_browser:
+                from calab.bridge.notebook import display_inline, notebook_kind
+
+                kind = notebook_kind()
+                if kind is not None:
+                    same_origin = url[len(server.origin):] if url.startswith(server.origin) else url
+                    if kind == "colab":
+                        same_origin = same_origin.replace(f"bridge={server.origin}&", "")
+                    display_inline(kind, url, server.port, same_origin)
+                else:
+                    webbrowser.open(url)
+            if on_ready is not None:
+                on_ready(url)
+            received = _wait(session, timeout, show_progress)
+    if not received:
+        return None
+    with session.lock:
+        error, payload = session.error, session.payload
+        arrays, warns = dict(session.arrays), list(session.warnings)
+    if error is not None:
+        raise error
+    if payload is None:
+        return None
+    for message in warns:
+        warnings.warn(message, BridgeVersionWarning, stacklevel=3)
+    return BridgeResult(payload, arrays, warns)
+
+
+def catune_params(payload: dict, fs: float) -> dict:
+    """``tune()``'s return value from a CaTune export payload (spec §1.7)."""
+    params = payload.get("parameters", payload)
+    if not isinstance(params, dict):
+        params = {}
+
+    def pick(*keys: str, default: Any = None) -> Any:
+        for key in keys:
+            if key in params:
+                return params[key]
+        return default
+
+    return {
+        "tau_rise": pick("tau_rise_s", "tau_rise"),
+        "tau_decay": pick("tau_decay_s", "tau_decay"),
+        "lambda_": pick("lambda", "lambda_"),
+        "fs": pick("sampling_rate_hz", "fs", default=fs),
+        "filter_enabled": pick("filter_enabled", default=False),
+    }
+
+
+def tune(
+    traces: np.ndarray,
+    fs: float = 30.0,
+    timeout: float | None = None,
+    port: int | None = None,
+    app_url: str | None = None,
+    open_browser: bool = True,
+) -> dict | None:
+    """Open CaTune in the browser for interactive parameter tuning.
+
+    Starts a localhost HTTP server serving the provided traces, opens CaTune with a
+    ``?bridge=`` parameter pointing to the server, and waits for the user to export
+    parameters from the web app.  The default page is calab's built-in CaTune, served by
+    the same server, whose live re-solves run on calab's own backend; in Jupyter or Colab
+    it appears inline in the output cell.
+
+    Parameters
+    ----------
+    traces : np.ndarray
+        Calcium traces, shape ``(n_cells, n_timepoints)`` or ``(n_timepoints,)``.
+    fs : float
+        Sampling rate in Hz. Default: 30.0.
+    timeout : float, optional
+        Seconds to wait for params. None = wait forever (until Ctrl-C).
+    port : int, optional
+        Port to bind to (on 127.0.0.1 only). None = auto-assign.
+    app_url : str, optional
+        Override the CaTune URL (e.g. the hosted app
+        ``https://miniscope.github.io/CaLab/CaTune/`` or a dev build).  Default: the
+        built-in page.
+    open_browser : bool
+        Whether to auto-open the browser. Default: True.
+
+    Returns
+    -------
+    dict or None
+        Exported parameters dict if received, None if timeout/cancelled.  Keys:
+        ``tau_rise``, ``tau_decay``, ``lambda_``, ``fs``, ``filter_enabled``.
+
+    Raises
+    ------
+    ValueError
+        Traces that are not 1-D/2-D, empty, or hold NaN/inf; a non-positive ``fs``.
+    BridgeVersionError
+        The page exported an incompatible schema version.
+    """
+    result = launch("catune", traces, fs, timeout=timeout, port=port, app_url=app_url,
+                    open_browser=open_browser)
+    if result is None:
+        return None
+    return catune_params(result.payload, fs)

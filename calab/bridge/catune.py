@@ -1,0 +1,214 @@
+"""CaTune's compute endpoints: what the built-in page asks the server for.
+
+The page never downloads the whole recording.  It asks for
+
+* ``GET  /calab/v1/catune/overview``: per-cell variance ranking ("Top Active");
+* ``GET  /calab/v1/catune/minimap?cell=i&bins=B``: min/max envelope of one whole trace;
+* ``POST /calab/v1/catune/solve``: a batched FISTA solve of the visible window (plus
+  padding) of the visible cells, returned decimated to about the chart's pixel width.
+
+The solve runs :func:`calab.run_deconvolution_full` on the server's backend (the GPU
+when there is one), all requested cells as one batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from calab.bridge.registry import APPS, ComputeRoute, register_app
+from calab.bridge.server import BridgeSession, json_response
+
+__all__ = ["MAX_SOLVE_CELLS", "decimate_minmax", "padded_window", "solve_window"]
+
+#: at most this many cells per solve request (the page shows up to 20 cards)
+MAX_SOLVE_CELLS = 64
+#: at most this many samples per series in a reply
+MAX_POINTS = 8192
+#: padding cap: five minutes of samples
+_PAD_CAP_S = 300.0
+
+
+def padded_window(start: int, stop: int, n_timepoints: int, tau_decay: float, fs: float) -> tuple[int, int]:
+    """``[a, b)`` solved for a visible ``[start, stop)``: padding max(window, 5·τd·fs), ≤ 5 min."""
+    width = stop - start
+    pad = min(max(width, math.ceil(5 * tau_decay * fs)), math.ceil(_PAD_CAP_S * fs))
+    return max(0, start - pad), min(n_timepoints, stop + pad)
+
+
+def decimate_minmax(values: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max decimation of ``(rows, n)`` to about ``points`` samples per row.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        ``(m,)`` float64 sample positions (bin start for the min, bin middle for the max).
+    decimated : numpy.ndarray
+        ``(rows, m)`` values; each bin contributes its min and its max, in time order of
+        neither (both are plotted at adjacent x), so spikes survive decimation.
+    """
+    rows, n = values.shape
+    if n <= points:
+        return np.arange(n, dtype=np.float64), values
+    bins = max(1, points // 2)
+    size = math.ceil(n / bins)
+    bins = math.ceil(n / size)
+    padded = np.full((rows, bins * size), np.nan)
+    padded[:, :n] = values
+    blocks = padded.reshape(rows, bins, size)
+    lo, hi = np.nanmin(blocks, axis=2), np.nanmax(blocks, axis=2)
+    out = np.empty((rows, 2 * bins))
+    out[:, 0::2], out[:, 1::2] = lo, hi
+    starts = np.arange(bins, dtype=np.float64) * size
+    index = np.empty(2 * bins)
+    index[0::2], index[1::2] = starts, starts + size / 2
+    return index, out
+
+
+def _snr(raw: np.ndarray) -> np.ndarray:
+    """Peak SNR per row: (95th percentile − mean of lowest quartile) / std of lowest quartile."""
+    q25, p95 = np.percentile(raw, [25, 95], axis=1)
+    low = np.where(raw <= q25[:, None], raw, np.nan)
+    mean, std = np.nanmean(low, axis=1), np.nanstd(low, axis=1)
+    return np.where(std > 0, (p95 - mean) / np.where(std > 0, std, 1), 0.0)
+
+
+def _round(values: np.ndarray) -> list:
+    # float32 precision is plenty for display and halves the JSON size
+    return np.asarray(values, dtype=np.float32).tolist()
+
+
+def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, stop: int,
+                 tau_rise: float, tau_decay: float, lam: float, filter_enabled: bool,
+                 points: int = 1200, max_iters: int = 2000) -> dict[str, Any]:
+    """Solve the visible window of ``cells`` and return display-ready series.
+
+    Parameters
+    ----------
+    traces : numpy.ndarray
+        ``(n_cells, n_timepoints)`` float64 recording.
+    cells : list of int
+        0-based cell indices (at most :data:`MAX_SOLVE_CELLS`).
+    start, stop : int
+        Visible window in frames, ``0 <= start < stop <= n_timepoints``.
+    tau_rise, tau_decay, lam, filter_enabled
+        Kernel time constants (s), sparsity λ and the band-pass toggle.
+    points : int
+        Samples per series wanted (min/max decimated above that).
+    max_iters : int
+        FISTA iteration cap.
+
+    Returns
+    -------
+    dict
+        ``{"start", "stop", "index", "seconds", "cells": [{cell, raw, filtered, fit, deconv,
+        resid, snr, r2, iterations, converged}]}`` with ``index`` the frame positions of the
+        samples (shared by all series).
+    """
+    from calab.deconvolution import run_deconvolution_full
+    from calab.filters import bandpass_filter
+
+    n_cells, n_timepoints = traces.shape
+    if not cells or len(cells) > MAX_SOLVE_CELLS:
+        raise ValueError(f"cells must list 1 to {MAX_SOLVE_CELLS} cell indices")
+    if any(not 0 <= c < n_cells for c in cells):
+        raise ValueError(f"cell index out of range 0..{n_cells - 1}")
+    start, stop = max(0, int(start)), min(n_timepoints, int(stop))
+    if stop - start < 2:
+        raise ValueError("the window must hold at least two samples")
+    points = int(min(max(points, 16), MAX_POINTS))
+    a, b = padded_window(start, stop, n_timepoints, tau_decay, fs)
+    raw = traces[cells, a:b]
+    working = bandpass_filter(raw, tau_rise, tau_decay, fs) if filter_enabled else raw
+    began = time.perf_counter()
+    result = run_deconvolution_full(working, fs, tau_rise, tau_decay, lam, max_iters=max_iters,
+                                    progress=False)
+    solve_s = time.perf_counter() - began
+    visible = slice(start - a, stop - a)
+    raw_v, work_v = raw[:, visible], working[:, visible]
+    fit_v = result.reconvolution[:, visible]
+    deconv_v = result.activity[:, visible]
+    resid_v = work_v - fit_v
+    ss_res = np.sum(resid_v**2, axis=1)
+    ss_tot = np.sum((work_v - work_v.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+    snr = _snr(raw)
+    stacked = np.concatenate([raw_v, work_v, fit_v, deconv_v, resid_v])
+    index, decimated = decimate_minmax(stacked, points)
+    k = len(cells)
+    out_cells = []
+    for i, cell in enumerate(cells):
+        series = {name: _round(decimated[j * k + i]) for j, name in
+                  enumerate(("raw", "filtered", "fit", "deconv", "resid"))}
+        if not filter_enabled:
+            series["filtered"] = None
+        out_cells.append({
+            "cell": int(cell), **series,
+            "raw_mean": float(raw_v[i].mean()), "raw_std": float(raw_v[i].std()),
+            "snr": float(snr[i]), "r2": float(r2[i]),
+            "sparsity": float(np.mean(np.abs(deconv_v[i]) < 1e-6)),
+            "iterations": int(result.iterations[i]), "converged": bool(result.converged[i]),
+        })
+    return {"start": start, "stop": stop, "padded": [a, b], "solve_ms": solve_s * 1e3,
+            "index": (index + start).tolist(), "cells": out_cells}
+
+
+# ------------------------------------------------------------------ HTTP handlers
+def _overview(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    ranking = session.cache.get("catune.ranking")
+    if ranking is None:
+        variance = np.var(session.traces, axis=1) if session.traces.shape[1] else np.zeros(len(session.traces))
+        ranking = np.argsort(-variance, kind="stable").tolist()
+        session.cache["catune.ranking"] = ranking
+    n_cells, n_timepoints = session.traces.shape[:2]
+    return json_response(200, {"num_cells": n_cells, "num_timepoints": n_timepoints,
+                               "sampling_rate_hz": session.fs, "ranking": ranking})
+
+
+def _minimap(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    cell = int(query["cell"])
+    bins = int(min(max(int(query.get("bins", 600)), 10), 4000))
+    if not 0 <= cell < session.traces.shape[0]:
+        raise ValueError(f"cell index out of range 0..{session.traces.shape[0] - 1}")
+    row = session.traces[cell : cell + 1]
+    index, values = decimate_minmax(row, 2 * bins)
+    return json_response(200, {"cell": cell, "index": index.tolist(), "values": _round(values[0])})
+
+
+def _float(request: dict, name: str) -> float:
+    value = request.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"'{name}' must be a finite number")
+    return float(value)
+
+
+def _solve(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    try:
+        request = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return json_response(400, {"error": "Invalid JSON"})
+    if not isinstance(request, dict):
+        return json_response(400, {"error": "the solve request must be a JSON object"})
+    cells = request.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
+        raise ValueError("'cells' must be a list of integer cell indices")
+    reply = solve_window(
+        session.traces, float(session.fs), cells, int(_float(request, "start")), int(_float(request, "stop")),
+        _float(request, "tau_rise"), _float(request, "tau_decay"), _float(request, "lambda"),
+        bool(request.get("filter_enabled", False)), int(request.get("points", 1200)),
+        int(request.get("max_iters", 2000)),
+    )
+    reply["request_id"] = request.get("request_id")
+    return json_response(200, reply)
+
+
+register_app(dataclasses.replace(APPS["catune"], page_dir="catune", compute={
+    "overview": ComputeRoute("GET", _overview),
+    "minimap": ComputeRoute("GET", _minimap),
+    "solve": ComputeRoute("POST", _solve),
+}), replace=True)

@@ -1,0 +1,397 @@
+"""The loopback HTTP server between Python and a CaLab web page.
+
+Protocol (spec ``bridge-and-apps.md`` §1): the 0.3.0 endpoints under ``/api/v1`` with
+their aliases, status codes and JSON shapes, the ``X-Bridge-Secret`` header, CORS and
+Private-Network-Access preflights.  Beyond 0.3.0:
+
+* a thread per request (:class:`http.server.ThreadingHTTPServer`), so a long solve never
+  starves the heartbeats;
+* the built-in pages as static files under ``/pages/`` (they hold no data, so no secret);
+* per-app compute endpoints under ``/calab/v1/<app>/<name>``, secret-protected;
+* 404s (and every other error) as JSON with CORS headers;
+* request bodies capped (413), malformed JSON / ``.npy`` answered with 400;
+* bound to ``127.0.0.1`` only, whatever the caller asks.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import mimetypes
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from calab.bridge.handshake import BridgeVersionError, check_payload
+from calab.bridge.registry import API_PREFIX, APPS, COMPUTE_PREFIX, PAGES_PREFIX, RESERVED_SLUGS, AppSpec
+
+__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response"]
+
+#: the only address the server binds
+LOOPBACK_HOST = "127.0.0.1"
+#: JSON bodies (results, progress, compute requests) larger than this get 413
+MAX_JSON_BYTES = 64 * 1024 * 1024
+#: solver version announced in /status; calab has no separate compiled solver crate
+SOLVER_VERSION: str | None = None
+
+_CORS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+    ("Access-Control-Allow-Headers", "Content-Type, X-Bridge-Secret"),
+)
+_STATIC_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
+                 ".html": "text/html; charset=utf-8", ".json": "application/json",
+                 ".svg": "image/svg+xml", ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
+
+
+def json_response(status: int, obj: Any) -> tuple[int, str, bytes]:
+    """A compute handler's reply with a JSON body."""
+    return status, "application/json", json.dumps(obj).encode()
+
+
+class BridgeSession:
+    """Everything one ``tune()`` / ``decon()`` call shares with its page.
+
+    Attributes
+    ----------
+    traces : numpy.ndarray
+        ``(n_cells, n_timepoints)`` float64, C-contiguous.
+    fs : float
+        Sampling rate in Hz (echoed in ``/metadata`` as given).
+    app : AppSpec
+        The app this session serves.
+    config : dict
+        Served verbatim by ``/config``.
+    secret : str
+        64 hex characters; every data request must carry it in ``X-Bridge-Secret``.
+    done : threading.Event
+        Set by the results JSON POST (accepted or refused).
+    """
+
+    def __init__(self, traces: np.ndarray, fs: float, app: AppSpec, config: dict | None = None,
+                 secret: str | None = None) -> None:
+        self.traces = np.ascontiguousarray(np.atleast_2d(np.asarray(traces, dtype=np.float64)))
+        self.fs = fs
+        self.app = app
+        self.config = {"autorun": False} if config is None else config
+        self.secret = secret or secrets.token_hex(32)
+        self.done = threading.Event()
+        self.payload: dict | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+        self.warnings: list[str] = []
+        self.error: BridgeVersionError | None = None
+        self.last_heartbeat: float | None = None
+        self.progress: dict | None = None
+        self.lock = threading.Lock()
+        #: per-app scratch space for compute handlers (cached rankings, minimaps, ...)
+        self.cache: dict[str, Any] = {}
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body accepted: JSON cap, or room for a float64 copy of the traces."""
+        return max(MAX_JSON_BYTES, self.traces.nbytes + (1 << 20))
+
+    def status(self) -> dict:
+        import calab
+
+        body: dict[str, Any] = {"ready": True, "app": self.app.slug,
+                                "calab_version": calab.__version__, "solver_version": SOLVER_VERSION}
+        if self.app.schema is not None:
+            body["results"] = {
+                "path": self.app.results_path,
+                "arrays": {name: f"{self.app.results_path}/{name}" for name in self.app.arrays},
+                "schema": self.app.schema.name,
+                "schema_version": self.app.schema.version,
+            }
+        return body
+
+    def npy_header(self) -> bytes:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buffer, {"descr": "<f8", "fortran_order": False, "shape": self.traces.shape})
+        return buffer.getvalue()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: BridgeServer
+    server_version = "calab-bridge"
+    # HTTP/1.0: one request per connection, as in 0.3.0 (no keep-alive bookkeeping).
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    # ------------------------------------------------------------------ replies
+    def _send(self, status: int, content_type: str, body: bytes, extra: tuple = ()) -> None:
+        self.send_response(status)
+        for name, value in _CORS:
+            self.send_header(name, value)
+        for name, value in extra:
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, "application/json", json.dumps(obj).encode())
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def session(self) -> BridgeSession:
+        return self.server.session
+
+    def _authorised(self) -> bool:
+        sent = self.headers.get("X-Bridge-Secret", "")
+        return hmac.compare_digest(sent.encode("utf-8", "replace"), self.session.secret.encode())
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > self.session.max_body_bytes:
+            raise _BodyTooLarge
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json_body(self, body: bytes) -> Any:
+        return json.loads(body.decode("utf-8"))
+
+    # ------------------------------------------------------------------ methods
+    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
+        extra = ()
+        if self.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
+            extra = (("Access-Control-Allow-Private-Network", "true"),)
+        self._send(200, "text/plain", b"", extra)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if method == "GET" and (path == PAGES_PREFIX or path.startswith(PAGES_PREFIX + "/")):
+                return self._static(path[len(PAGES_PREFIX):])
+            if not self._authorised():
+                return self._error(401, "invalid or missing bridge secret")
+            if path.startswith(API_PREFIX + "/"):
+                return self._protocol(method, path)
+            if path.startswith(COMPUTE_PREFIX + "/"):
+                return self._compute(method, path[len(COMPUTE_PREFIX) + 1:], dict(parse_qsl(url.query)))
+            return self._error(404, f"no such endpoint: {method} {path}")
+        except _BodyTooLarge:
+            return self._error(413, f"request body larger than {self.session.max_body_bytes} bytes")
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    # ------------------------------------------------------------------ static pages
+    def _static(self, rel: str) -> None:
+        parts = [p for p in PurePosixPath(rel).parts if p not in ("/", "")]
+        if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
+            return self._error(404, "no such page")
+        node = resources.files("calab.bridge").joinpath("pages", *parts)
+        if node.is_dir():
+            node = node.joinpath("index.html")
+        if not node.is_file():
+            return self._error(404, f"no such page: {rel}")
+        suffix = PurePosixPath(parts[-1]).suffix if not node.name == "index.html" else ".html"
+        content_type = _STATIC_TYPES.get(suffix) or mimetypes.guess_type(node.name)[0] or "application/octet-stream"
+        self._send(200, content_type, node.read_bytes(), (("Cache-Control", "no-cache"),))
+
+    # ------------------------------------------------------------------ 0.3.0 protocol
+    def _protocol(self, method: str, path: str) -> None:
+        s = self.session
+        if method == "GET":
+            if path == f"{API_PREFIX}/health":
+                return self._send(200, "text/plain", b"ok")
+            if path == f"{API_PREFIX}/status":
+                return self._json(200, s.status())
+            if path == f"{API_PREFIX}/metadata":
+                n_cells, n_timepoints = s.traces.shape[0], s.traces.shape[1]
+                return self._json(200, {"sampling_rate_hz": s.fs, "num_cells": int(n_cells),
+                                        "num_timepoints": int(n_timepoints)})
+            if path == f"{API_PREFIX}/config":
+                return self._json(200, s.config)
+            if path == f"{API_PREFIX}/traces":
+                return self._traces()
+            return self._error(404, f"no such endpoint: GET {path}")
+        if method != "POST":
+            return self._error(404, f"no such endpoint: {method} {path}")
+        if path == f"{API_PREFIX}/heartbeat":
+            self._body()
+            s.last_heartbeat = time.monotonic()
+            return self._json(200, {"status": "ok"})
+        if path == f"{API_PREFIX}/progress":
+            try:
+                progress = self._json_body(self._body())
+            except (ValueError, UnicodeDecodeError):
+                return self._error(400, "Invalid JSON")
+            s.progress = progress
+            return self._json(200, {"status": "ok"})
+        return self._results(path)
+
+    def _traces(self) -> None:
+        s = self.session
+        header = s.npy_header()
+        # Streamed from the array itself: no second copy of a large recording.
+        data = memoryview(s.traces).cast("B")
+        self.send_response(200)
+        for name, value in _CORS:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(header) + data.nbytes))
+        self.end_headers()
+        self.wfile.write(header)
+        chunk = 1 << 24
+        for start in range(0, data.nbytes, chunk):
+            self.wfile.write(data[start:start + chunk])
+
+    def _results(self, path: str) -> None:
+        app = self.session.app
+        if path in app.legacy_json_routes:
+            return self._json_results()
+        prefix = f"{API_PREFIX}/results/"
+        if not path.startswith(prefix):
+            return self._error(404, f"no such endpoint: POST {path}")
+        segments = path[len(prefix):].split("/")
+        if len(segments) == 1 and segments[0] in RESERVED_SLUGS and segments[0] in app.arrays:
+            return self._array_upload(segments[0])
+        slug = segments[0]
+        if slug != app.slug:
+            if slug in APPS:
+                return self._error(409, f"this bridge session is serving '{app.slug}', not '{slug}'")
+            return self._error(404, f"unknown app '{slug}'")
+        if app.schema is None:
+            return self._error(404, f"{app.display_name} has no results format")
+        if len(segments) == 1:
+            return self._json_results()
+        if len(segments) == 2 and segments[1] in app.arrays:
+            return self._array_upload(segments[1])
+        return self._error(404, f"no such endpoint: POST {path}")
+
+    def _json_results(self) -> None:
+        s = self.session
+        try:
+            payload = self._json_body(self._body())
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, "Invalid JSON")
+        if not isinstance(payload, dict):
+            return self._error(400, "Results must be a JSON object")
+        try:
+            warnings = check_payload(s.app, payload, SOLVER_VERSION)
+        except BridgeVersionError as exc:
+            with s.lock:
+                s.error = exc
+            s.done.set()
+            return self._error(409, str(exc))
+        with s.lock:
+            s.payload, s.warnings, s.error = payload, warnings, None
+        s.done.set()
+        return self._json(200, {"status": "ok", "warnings": warnings})
+
+    def _array_upload(self, name: str) -> None:
+        body = self._body()
+        try:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+            if not isinstance(array, np.ndarray):
+                raise ValueError("not a single array")
+        except Exception:  # noqa: BLE001 - anything np.load rejects is bad input
+            return self._error(400, "Invalid .npy data")
+        with self.session.lock:
+            self.session.arrays[name] = array
+        return self._json(200, {"status": "ok"})
+
+    # ------------------------------------------------------------------ compute
+    def _compute(self, method: str, rest: str, query: dict[str, str]) -> None:
+        slug, _, name = rest.partition("/")
+        app = self.session.app
+        if slug != app.slug:
+            if slug in APPS:
+                return self._error(409, f"this bridge session is serving '{app.slug}', not '{slug}'")
+            return self._error(404, f"unknown app '{slug}'")
+        route = app.compute.get(name)
+        if route is None or route.method != method:
+            return self._error(404, f"no such endpoint: {method} {COMPUTE_PREFIX}/{rest}")
+        body = self._body() if method == "POST" else b""
+        try:
+            status, content_type, reply = route.handler(self.session, query, body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._error(400, str(exc) or type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - a failed solve must reach the page as JSON
+            return self._error(500, f"{type(exc).__name__}: {exc}")
+        return self._send(status, content_type, reply)
+
+
+class BridgeServer(ThreadingHTTPServer):
+    """A threaded HTTP server on ``127.0.0.1`` serving one :class:`BridgeSession`.
+
+    Parameters
+    ----------
+    session : BridgeSession
+        Data and state shared with the page.
+    port : int or None
+        Port to bind; None or 0 lets the OS choose.  A busy port raises ``OSError``.
+
+    Use as a context manager (or call :meth:`close`) so the socket is always released.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, session: BridgeSession, port: int | None = None) -> None:
+        self.session = session
+        self._thread: threading.Thread | None = None
+        super().__init__((LOOPBACK_HOST, int(port or 0)), _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://{LOOPBACK_HOST}:{self.port}"
+
+    def start(self) -> None:
+        """Serve on a daemon thread."""
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"calab-bridge-{self.port}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving (if started) and close the socket; safe to call twice."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> BridgeServer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
