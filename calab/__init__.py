@@ -58,6 +58,13 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_minian": "calab.loaders",
     "load_suite2p": "calab.loaders",
     "load_nwb": "calab.loaders",
+    # automated deconvolution (CaDecon loop, issue #10)
+    "run_cadecon": "calab.cadecon",
+    "DeconConfig": "calab.cadecon",
+    "CaDeconResult": "calab.cadecon",
+    "CaDeconProgress": "calab.cadecon",
+    "CaDeconControl": "calab.cadecon",
+    "CaDeconWarning": "calab.cadecon",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

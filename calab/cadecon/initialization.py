@@ -26,10 +26,11 @@ import numpy as np
 __all__ = ["AutocovarianceEstimate", "autocovariance_taus", "noise_sigma"]
 
 #: Slow trends are removed with a moving average over this many seconds before the fit.
-DETREND_WINDOW_S = 20.0
+DETREND_WINDOW_S = 60.0
 #: Cells whose signal (autocovariance minus noise at lag 0) is below this fraction of the
-#: variance carry no usable kernel information.
-MIN_SIGNAL_FRACTION = 0.05
+#: variance carry no usable kernel information.  For pure white noise the fraction scatters
+#: around 0 with an SD of about ``2/sqrt(T)``; the threshold stays four SDs above that.
+MIN_SIGNAL_FRACTION = 0.1
 #: First pass: lags spanning this many seconds; second pass: this many decay constants.
 FIRST_SPAN_S = 0.5
 SPAN_PER_DECAY = 1.0
@@ -150,7 +151,7 @@ def _fit(traces: np.ndarray, fs: float, lags: int) -> AutocovarianceEstimate:
             np.isfinite(decay_root)
             & (decay_root > 0)
             & (decay_root < 1)
-            & (signal_fraction > MIN_SIGNAL_FRACTION)
+            & (signal_fraction > max(MIN_SIGNAL_FRACTION, 8.0 / math.sqrt(n_frames)))
             & (np.abs(det) > 0)
         )
         tau_decay = np.where(usable, -1.0 / (fs * np.log(np.where(usable, decay_root, 0.5))), np.nan)
