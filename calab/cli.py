@@ -8,7 +8,7 @@ Commands
 ``calab info``        summarise a ``.npy``, a JSON file or a pipeline output
 ``calab doctor``      which compute backends work here, why not, devices and versions
 ``calab tune``        open CaTune in the browser (listed once calab has ``calab.tune``)
-``calab cadecon``     open CaDecon in the browser (listed once calab has ``calab.decon``)
+``calab cadecon``     automated deconvolution: ``--native`` runs the loop here, else CaDecon in the browser
 
 Exit codes follow the published calab: 0 on success, 1 for errors the command reports
 (printed as ``Error: ...`` on stderr, without a traceback), 2 for command-line usage
@@ -221,14 +221,18 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_cadecon(args: argparse.Namespace) -> int:
-    traces, _, npy_path = _read_traces(args.file)
+    traces, sidecar_fs, npy_path = _read_traces(args.file)
     outputs: list[Path] = []
     if args.output:
         outputs = [Path(f"{args.output}_activity.npy"), Path(f"{args.output}_results.json")]
         for path in outputs:
             _check_output(path, args.force, [npy_path])
-    decon = _bridge_function("decon", "cadecon")
-    result = decon(traces, args.fs, port=args.port, open_browser=not args.no_browser)
+    fs = args.fs if args.fs is not None else (sidecar_fs if args.native and sidecar_fs else 30.0)
+    if args.native:
+        result = _run_native_cadecon(traces, fs, args)
+    else:
+        decon = _bridge_function("decon", "cadecon")
+        result = decon(traces, fs, port=args.port, open_browser=not args.no_browser)
     if result is None:
         print("No results received.", file=sys.stderr)
         return 1
@@ -240,6 +244,9 @@ def _cmd_cadecon(args: argparse.Namespace) -> int:
     print(f"Kernel slow length: {len(result.kernel_slow)}")
     print(f"Kernel fast length: {len(result.kernel_fast)}")
     if outputs:
+        # Whole-recording arrays stay out of the JSON (the activity has its own .npy).
+        metadata = {key: value for key, value in result.metadata.items()
+                    if key not in ("continuous_activity", "counts")}
         summary = {
             "alphas": np.asarray(result.alphas).tolist(),
             "baselines": np.asarray(result.baselines).tolist(),
@@ -247,7 +254,7 @@ def _cmd_cadecon(args: argparse.Namespace) -> int:
             "fs": result.fs,
             "kernel_slow_length": len(result.kernel_slow),
             "kernel_fast_length": len(result.kernel_fast),
-            "metadata": result.metadata,
+            "metadata": metadata,
         }
         _write_files(
             [
@@ -257,6 +264,25 @@ def _cmd_cadecon(args: argparse.Namespace) -> int:
         )
         print(f"Saved to {outputs[0]} and {outputs[1]}")
     return 0
+
+
+def _run_native_cadecon(traces: np.ndarray, fs: float, args: argparse.Namespace) -> Any:
+    """``calab cadecon --native``: the automated loop in this process, with a progress bar."""
+    from calab.cadecon import run_cadecon
+
+    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+                 if getattr(args, name, None) is not None}
+    print(f"CaDecon (native) on {traces.shape[0]} cells x {traces.shape[1]} frames at {fs:g} Hz, "
+          f"backend '{_resolve_backend_name(_backend_arg(args))}'", file=sys.stderr)
+    result = run_cadecon(traces, fs, backend=_backend_arg(args), progress=None if _stderr_is_tty() else False,
+                         **overrides)
+    meta = result.metadata
+    if meta["tau_rise"] is not None:
+        converged = (f"converged at iteration {meta['converged_at_iteration']}" if meta["converged"]
+                     else "not converged")
+        print(f"Learned kernel: tau_rise {meta['tau_rise']:.4f} s, tau_decay {meta['tau_decay']:.4f} s "
+              f"({meta['num_iterations']} iterations, {converged})", file=sys.stderr)
+    return result
 
 
 # --------------------------------------------------------------------------- deconvolve
@@ -636,12 +662,19 @@ def _add_tune_parser(commands: Any) -> None:
 
 
 def _add_cadecon_parser(commands: Any) -> None:
-    cadecon = commands.add_parser("cadecon", help="Open CaDecon for automated deconvolution")
-    cadecon.add_argument("file", help="Input .npy file")
-    cadecon.add_argument("--fs", type=_positive_float, default=30.0, help="Sampling rate (Hz, default 30)")
+    cadecon = commands.add_parser("cadecon", help="Automated deconvolution (CaDecon): learn the kernel from the data")
+    cadecon.add_argument("file", help="Input .npy file or calab stem")
+    cadecon.add_argument("--fs", type=_positive_float, default=None,
+                         help="Sampling rate (Hz; default: the file's metadata with --native, else 30)")
     cadecon.add_argument("--port", type=int, help="Server port")
     cadecon.add_argument("--no-browser", action="store_true", help="Don't open browser")
-    cadecon.add_argument("--output", "-o", help="Output path stem")
+    cadecon.add_argument("--output", "-o", help="Output path stem (writes STEM_activity.npy and STEM_results.json)")
+    cadecon.add_argument("--native", action="store_true",
+                         help="run the loop here in the terminal (no browser), on a compute backend")
+    cadecon.add_argument("--max-iterations", type=int, default=None, help="--native: iteration cap (1-200)")
+    cadecon.add_argument("--num-subsets", type=int, default=None, help="--native: number of subsets")
+    cadecon.add_argument("--seed", type=int, default=None, help="--native: subset placement seed")
+    _add_backend(cadecon)
     _add_force(cadecon)
     cadecon.set_defaults(handler=_cmd_cadecon)
 
@@ -698,8 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The browser commands appear once calab has the bridge (calab.tune / calab.decon).
     if _has_bridge("tune"):
         _add_tune_parser(commands)
-    if _has_bridge("decon"):
-        _add_cadecon_parser(commands)
+    # cadecon always exists: --native runs without the bridge.
+    _add_cadecon_parser(commands)
     return parser
 
 

@@ -66,10 +66,10 @@ def test_python_dash_m_calab_works():
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "deconvolve", "convert", "info", "doctor"):
+    for command in ("demo", "deconvolve", "convert", "info", "doctor", "cadecon"):
         assert command in result.stdout
-    # The browser commands arrive with the bridge; until then they are not offered.
-    assert "tune" not in result.stdout.split("demo")[0] and "cadecon" not in result.stdout
+    # tune arrives with the bridge; cadecon is always offered (--native needs no browser).
+    assert "tune" not in result.stdout.split("demo")[0]
 
 
 # --------------------------------------------------------------------------- deconvolve

@@ -1,0 +1,75 @@
+"""``CaDeconResult``: what automated deconvolution returns (native loop and browser bridge alike)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["CaDeconResult", "SCHEMA_VERSION", "biexp_waveform"]
+
+#: Results schema of 0.3.0's CaDecon export (nulls allowed, ``solver_version`` key).
+SCHEMA_VERSION = 2
+
+
+class CaDeconResult(NamedTuple):
+    """Full result from CaDecon (automated deconvolution via InDeCa algorithm).
+
+    Attributes
+    ----------
+    activity : np.ndarray
+        Deconvolved activity matrix, shape ``(n_cells, n_timepoints)``, float32.  By default
+        the thresholded event counts per frame of the finalisation pass (as the browser app
+        exports them); ``DeconConfig(activity="continuous")`` puts the continuous solution
+        at the learned kernel here instead (the other is in ``metadata``).  For a list of
+        recordings of different lengths: a list of 1-D float32 arrays.
+    alphas : np.ndarray
+        Per-cell scaling factors, shape ``(n_cells,)``, float64.
+    baselines : np.ndarray
+        Per-cell baseline estimates, shape ``(n_cells,)``, float64 (in the units of the
+        filtered, floor-subtracted working trace, as in 0.3.0: a small residual offset).
+    pves : np.ndarray
+        Per-cell proportion of variance explained, shape ``(n_cells,)``, float64.
+    kernel_slow : np.ndarray
+        Slow biexponential kernel waveform ``beta·(exp(-t/tau_decay) - exp(-t/tau_rise))``
+        at ``t = k/fs``, ``k < int(5·tau_decay·fs)``, float32.  Empty when the run
+        produced no bi-exponential fit (see ``metadata``).
+    kernel_fast : np.ndarray
+        Fast biexponential kernel waveform, float32 (empty if single-component).
+    fs : float
+        Sampling rate in Hz.
+    metadata : dict
+        Extensible dict with biexp params, convergence info, ``h_free``, etc.
+
+        ``tau_rise``, ``tau_decay``, ``beta`` and ``residual`` are ``None`` when the run
+        stopped before completing an iteration, so no fit was ever made.  See
+        ``docs/cadecon.md`` for every key the native loop adds (per-iteration
+        ``history``, the starting kernel, warnings, the settings used).
+    """
+
+    activity: np.ndarray
+    alphas: np.ndarray
+    baselines: np.ndarray
+    pves: np.ndarray
+    kernel_slow: np.ndarray
+    kernel_fast: np.ndarray
+    fs: float
+    metadata: dict
+
+
+def biexp_waveform(tau_rise: Any, tau_decay: Any, beta: Any, fs: float) -> np.ndarray:
+    """``beta·(exp(-t/τd) - exp(-t/τr))`` at ``t = k/fs`` for ``k < int(5·τd·fs)``, float32.
+
+    Empty when a parameter is missing or the length is not positive (0.3.0's assembly).
+    """
+    if tau_rise is None or tau_decay is None or beta is None:
+        return np.zeros(0, dtype=np.float32)
+    tau_rise, tau_decay, beta = float(tau_rise), float(tau_decay), float(beta)
+    if not (tau_rise > 0 and tau_decay > 0) or not all(map(math.isfinite, (tau_rise, tau_decay, beta))):
+        return np.zeros(0, dtype=np.float32)
+    length = int(5 * tau_decay * fs)
+    if length <= 0:
+        return np.zeros(0, dtype=np.float32)
+    t = np.arange(length) / fs
+    return (beta * (np.exp(-t / tau_decay) - np.exp(-t / tau_rise))).astype(np.float32)
