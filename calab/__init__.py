@@ -58,6 +58,18 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_minian": "calab.loaders",
     "load_suite2p": "calab.loaders",
     "load_nwb": "calab.loaders",
+    # InDeCa building blocks
+    "solve_trace": "calab.indeca",
+    "solve_traces": "calab.indeca",
+    "estimate_kernel": "calab.indeca",
+    "estimate_kernels": "calab.indeca",
+    "fit_biexponential": "calab.indeca",
+    "fit_biexponentials": "calab.indeca",
+    "seed_traces": "calab.indeca",
+    "SolveTraceResult": "calab.indeca",
+    "SolveTracesResult": "calab.indeca",
+    "BiexpFitResult": "calab.indeca",
+    "BiexpFitResults": "calab.indeca",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)
