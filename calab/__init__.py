@@ -70,6 +70,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "SolveTracesResult": "calab.indeca",
     "BiexpFitResult": "calab.indeca",
     "BiexpFitResults": "calab.indeca",
+    "SeedResult": "calab.indeca",
+    "KernelSubset": "calab.indeca",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "BiexpFitResult": "calab.indeca.results",
     "BiexpFitResults": "calab.indeca.results",
     "SeedResult": "calab.indeca.results",
+    "KernelSubset": "calab.indeca.kernel_estimation",
 }
 
 __all__ = sorted(_EXPORTS)
