@@ -70,6 +70,20 @@ _LAZY_EXPORTS: dict[str, str] = {
     "CaDeconProgress": "calab.cadecon",
     "CaDeconControl": "calab.cadecon",
     "CaDeconWarning": "calab.cadecon",
+    # InDeCa building blocks
+    "solve_trace": "calab.indeca",
+    "solve_traces": "calab.indeca",
+    "estimate_kernel": "calab.indeca",
+    "estimate_kernels": "calab.indeca",
+    "fit_biexponential": "calab.indeca",
+    "fit_biexponentials": "calab.indeca",
+    "seed_traces": "calab.indeca",
+    "SolveTraceResult": "calab.indeca",
+    "SolveTracesResult": "calab.indeca",
+    "BiexpFitResult": "calab.indeca",
+    "BiexpFitResults": "calab.indeca",
+    "SeedResult": "calab.indeca",
+    "KernelSubset": "calab.indeca",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)
