@@ -60,6 +60,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_nwb": "calab.loaders",
     # browser bridge (CaTune page, headless Chromium)
     "tune": "calab.bridge",
+    "decon": "calab.bridge",  # CaDecon page on the bridge (issue #12)
     "HeadlessBrowser": "calab.bridge",
     "BridgeVersionError": "calab.bridge",
     "BridgeVersionWarning": "calab.bridge",

@@ -7,6 +7,7 @@ Importing this package is cheap: Playwright is only imported when a
 from __future__ import annotations
 
 from calab.bridge.apps import BridgeResult, app_url, launch, page_url, tune
+from calab.bridge.decon import decon
 from calab.bridge.handshake import BridgeVersionError, BridgeVersionWarning
 from calab.bridge.headless import HeadlessBrowser
 from calab.bridge.registry import APPS, AppSpec, ComputeRoute, ResultSchema, get_app, register_app, resolve_app
@@ -21,6 +22,7 @@ __all__ = [
     "HeadlessBrowser",
     "ResultSchema",
     "app_url",
+    "decon",
     "get_app",
     "launch",
     "page_url",

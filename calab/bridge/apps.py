@@ -47,6 +47,7 @@ def _builtin_apps() -> None:
     # Registering the compute routes needs NumPy code paths only; import lazily so that
     # `import calab` stays cheap.
     import calab.bridge.catune  # noqa: F401
+    import calab.bridge.cadecon  # noqa: F401
 
 
 def page_url(app: str | AppSpec, server: BridgeServer | None = None) -> str:
@@ -172,6 +173,7 @@ def launch(
     headless: HeadlessBrowser | bool | None = None,
     show_progress: bool = False,
     on_ready: Callable[[str], Any] | None = None,
+    on_session: Callable[[BridgeSession], Any] | None = None,
 ) -> BridgeResult | None:
     """Serve ``traces`` to the web app ``app`` and wait for its results.
 
@@ -199,6 +201,9 @@ def launch(
         Print the page's progress POSTs on one terminal line.
     on_ready : callable, optional
         Called with the launch URL once the server is up (for tools and tests).
+    on_session : callable, optional
+        Called with the :class:`BridgeSession` before the server binds, so an app's
+        wrapper (``decon()``) can attach settings to it and read its state afterwards.
 
     Returns
     -------
@@ -214,6 +219,8 @@ def launch(
     spec = resolve_app(app)
     array, fs = _check_traces(traces, fs)
     session = BridgeSession(array, fs, spec, config)
+    if on_session is not None:
+        on_session(session)
     # The server is a context manager from the moment it binds, so the socket is closed
     # whatever fails afterwards (browser start-up included).
     with BridgeServer(session, port) as server:
