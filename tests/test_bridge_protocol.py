@@ -474,3 +474,57 @@ def test_import_calab_stays_light():
     assert out.strip() == "[]"
     assert calab.BridgeVersionError.__mro__[1] is RuntimeError and issubclass(calab.BridgeVersionWarning, UserWarning)
     warnings.simplefilter("default")
+
+
+def test_headless_browser_without_playwright(monkeypatch):
+    import sys
+
+    from calab.bridge.headless import HeadlessBrowser
+
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)
+    with pytest.raises(ImportError, match=r"pip install calab\[headless\]") as info:
+        HeadlessBrowser()
+    assert info.value.__suppress_context__
+
+
+# --------------------------------------------------------------------------- command line
+def _serve_and_answer(monkeypatch, flow):
+    """Make every BridgeServer run ``flow(url)`` in a thread once it starts serving."""
+    original = BridgeServer.start
+
+    def start(self):
+        original(self)
+        url = f"x?bridge={self.origin}&bridge_secret={self.session.secret}"
+        threading.Thread(target=flow, args=(url,), daemon=True).start()
+
+    monkeypatch.setattr(BridgeServer, "start", start)
+
+
+def test_cli_tune_prints_the_params_as_json(tmp_path, monkeypatch, capsys):
+    from calab import cli
+
+    calab.save_for_tuning(TRACES, 25.0, tmp_path / "rec")
+    _serve_and_answer(monkeypatch, lambda url: hosted_catune_session(url, catune_export(fs=25.0)))
+    assert cli.main(["tune", str(tmp_path / "rec"), "--no-browser"]) == 0
+    out = capsys.readouterr().out
+    assert "Bridge server running on http://127.0.0.1:" in out
+    assert json.loads(out[out.index("{"):]) == {"tau_rise": 0.05, "tau_decay": 0.5, "lambda_": 0.25,
+                                                "fs": 25.0, "filter_enabled": True}
+
+
+def test_cli_tune_without_params_exits_1(tmp_path, monkeypatch, capsys):
+    from calab import cli
+
+    np.save(tmp_path / "t.npy", TRACES)
+    monkeypatch.setattr(apps, "HEARTBEAT_TIMEOUT", 0.3)
+    _serve_and_answer(monkeypatch, lambda url: BridgeClient(url).json("/api/v1/heartbeat", raw=b""))
+    assert cli.main(["tune", str(tmp_path / "t.npy"), "--fs", "30", "--no-browser", "--port", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "No parameters received."
+
+
+def test_cli_tune_is_listed():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "calab", "tune", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--no-browser" in out.stdout and "--fs" in out.stdout

@@ -1,0 +1,200 @@
+"""The built-in CaTune page and HeadlessBrowser in a real headless Chromium.
+
+Skipped cleanly without Playwright (the pip package) or a Chromium it can drive (CI
+installs Debian's ``chromium``; see ``.ci/run``).  Kept few and quick: CI has 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import calab
+from calab.bridge import apps
+from calab.bridge.headless import HeadlessBrowser, chromium_launch_options
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _chromium_available() -> bool:
+    try:
+        with sync_api.sync_playwright() as pw:
+            options = chromium_launch_options(pw)
+            path = options.get("executable_path") or pw.chromium.executable_path
+            return bool(path) and os.path.exists(path)
+    except Exception:  # noqa: BLE001 - no driver, unsupported platform
+        return False
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not _chromium_available(), reason="no Chromium that Playwright can launch"),
+]
+
+
+def recording(n_cells=6, seconds=90, fs=30.0, seed=1):
+    """Noisy double-exponential transients (tau 0.1 s / 0.6 s) on a baseline."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fs)
+    t = np.arange(int(5 * fs)) / fs
+    kernel = np.exp(-t / 0.6) - np.exp(-t / 0.1)
+    spikes = (rng.random((n_cells, n)) < 0.02) * rng.uniform(0.5, 2.0, (n_cells, n))
+    calcium = np.array([np.convolve(row, kernel)[:n] for row in spikes])
+    return calcium * rng.uniform(0.5, 3, (n_cells, 1)) + 0.15 * rng.normal(size=(n_cells, n)) + 1.0
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(**chromium_launch_options(pw))
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1300, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda m: page.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    yield page
+    context.close()
+
+
+def tune_in_thread(monkeypatch, traces, **kwargs):
+    """Start calab.tune in a thread; return (url, thread, result holder)."""
+    urls: queue.Queue = queue.Queue()
+    monkeypatch.setattr(apps.webbrowser, "open", lambda url: urls.put(url))
+    holder: dict = {}
+
+    def run():
+        try:
+            holder["params"] = calab.tune(traces, 30.0, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            holder["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return urls.get(timeout=15), thread, holder
+
+
+ALL_DONE = "() => { const s = window.__catune; return s && s.cards.size > 0 && " \
+           "[...s.cards.values()].every(c => c.badge.classList.contains('done')); }"
+
+
+def test_tune_round_trip_in_chromium(page, monkeypatch, tmp_path):
+    traces = recording()
+    url, thread, holder = tune_in_thread(monkeypatch, traces, timeout=120)
+    page.goto(url)
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    assert page.locator(".card").count() == 5  # Top Active, 5 cells by default
+    # Top Active = highest variance first, 1-based labels
+    first = int(page.locator(".card").first.get_attribute("data-cell"))
+    assert first == int(np.argmax(traces.var(axis=1)))
+    assert page.locator("#info").inner_text() == "6 cells · 2700 tp · 30 Hz · 1.5 min"
+    before = page.evaluate("window.__catune.cards.values().next().value.result.cell.deconv")
+    solves = page.evaluate("window.__catune.stats.solves")
+
+    # Move a slider: every card goes stale, re-solves on the server, and settles again.
+    page.locator("#lambda-range").fill("0.4")
+    assert page.locator(".badge.done").count() == 0
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    after = page.evaluate("window.__catune.cards.values().next().value.result.cell.deconv")
+    assert page.evaluate("window.__catune.stats.solves") >= solves + 2  # quick pass, then the full solve
+    assert sum(after) < sum(before)  # more sparsity, less activity
+
+    # Noise filter: the server returns the band-passed working trace too.
+    page.locator("#filter-toggle").check()
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    assert page.evaluate("window.__catune.cards.values().next().value.result.cell.filtered") is not None
+
+    page.locator("#export-python").click()
+    thread.join(30)
+    assert "error" not in holder, holder.get("error")
+    params = holder["params"]
+    assert set(params) == {"tau_rise", "tau_decay", "lambda_", "fs", "filter_enabled"}
+    assert params["lambda_"] == 0.4 and params["fs"] == 30 and params["filter_enabled"] is True
+    # The page's defaults (peak 8 ms, FWHM 2080 ms) map back through the kernel's closed form.
+    tr, td = params["tau_rise"], params["tau_decay"]
+    assert tr * td / (td - tr) * math.log(td / tr) == pytest.approx(0.008, rel=1e-3)
+    page.locator("#modal").wait_for(state="visible")
+    assert "exported to Python" in page.locator("#modal-title").inner_text()
+
+    # After the export the button reverts to a local download of the same document (T-10).
+    page.locator("#modal-close").click()
+    with page.expect_download() as download:
+        page.locator("#export-local").click()
+    assert download.value.suggested_filename.startswith("catune-params-") and \
+        download.value.suggested_filename.endswith(".json")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["schema_version"] == "1.2.0" and exported["parameters"]["lambda"] == 0.4
+    assert exported["metadata"] == {"num_cells": 6, "num_timepoints": 2700}
+    assert page.problems == []
+
+
+def test_hosted_style_cross_origin_calls_and_bridge_url_rules(page, monkeypatch):
+    """From another origin (as the hosted app runs), every status is readable through CORS."""
+    from calab.bridge.registry import get_app
+    from calab.bridge.server import BridgeServer, BridgeSession
+
+    apps._builtin_apps()
+    with BridgeServer(BridgeSession(np.ones((2, 50)), 30.0, get_app("catune"))) as pages, \
+            BridgeServer(BridgeSession(np.ones((2, 50)), 30.0, get_app("catune"))) as target:
+        pages.start()
+        target.start()
+        page.goto(f"{pages.origin}/pages/catune/index.html")  # a file session: the import wizard
+        assert page.locator("#wizard").is_visible()
+        statuses = page.evaluate("""async ([origin, secret]) => {
+            const call = async (path, init = {}, withSecret = true) => {
+              const headers = {...(init.headers || {}), ...(withSecret ? {"X-Bridge-Secret": secret} : {})};
+              const r = await fetch(origin + path, {...init, headers});
+              return [r.status, await r.text()];
+            };
+            return {
+              metadata: await call("/api/v1/metadata"),
+              missing: await call("/api/v1/metadata", {}, false),
+              wrong: await call("/api/v1/traces", {headers: {"X-Bridge-Secret": "nope"}}, false),
+              notFound: await call("/api/v1/nothing"),
+              badJson: await call("/api/v1/params", {method: "POST", body: "{",
+                                                     headers: {"Content-Type": "application/json"}}),
+              wrongApp: await call("/api/v1/results/cadecon", {method: "POST", body: "{}",
+                                                               headers: {"Content-Type": "application/json"}}),
+            };
+        }""", [target.origin, target.session.secret])
+        assert statuses["metadata"] == [200, '{"sampling_rate_hz": 30.0, "num_cells": 2, "num_timepoints": 50}']
+        assert statuses["missing"][0] == 401 and statuses["wrong"][0] == 401
+        assert statuses["notFound"][0] == 404 and statuses["badJson"] == [400, '{"error": "Invalid JSON"}']
+        assert statuses["wrongApp"][0] == 409
+        rules = page.evaluate("""async () => {
+            const { getBridge } = await import("../common/bridge.js");
+            const q = (v) => "?bridge=" + encodeURIComponent(v) + "&bridge_secret=s";
+            const pick = (v) => { const b = getBridge(q(v)); return b && b.origin; };
+            return [pick("127.0.0.1:8765"), pick("http://localhost:9/x/"), pick("http://[::1]:7"),
+                    pick("https://127.0.0.1:1"), pick("http://evil.example"), pick("http://127.0.0.1.evil.example/"),
+                    pick("javascript:alert(1)")];
+        }""")
+        assert rules == ["http://127.0.0.1:8765", "http://localhost:9", "http://[::1]:7", None, None, None, None]
+        assert target.session.payload is None
+    assert page.problems == [] or all("401" in p or "404" in p or "400" in p or "409" in p for p in page.problems)
+
+
+def test_heartbeat_loss_after_the_page_closes(page, monkeypatch, capsys):
+    monkeypatch.setattr(apps, "HEARTBEAT_TIMEOUT", 3.5)
+    url, thread, holder = tune_in_thread(monkeypatch, recording(n_cells=2, seconds=30), timeout=60)
+    page.goto(url)
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    page.wait_for_timeout(3500)  # at least one beat (every 3 s)
+    page.goto("about:blank")  # the user closes the tab
+    began = time.monotonic()
+    thread.join(30)
+    assert holder == {"params": None} and time.monotonic() - began < 20
+    assert "Browser disconnected (heartbeat timeout)." in capsys.readouterr().out
