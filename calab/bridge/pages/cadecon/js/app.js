@@ -285,7 +285,9 @@ function renderRun() {
   $("progress").hidden = status === "idle";
   $("progress").classList.toggle("running", status === "running");
   if (p) {
-    const iteration = p.phase === "finalization" || p.phase === "done" ? p.iteration : p.iteration;
+    // Once complete, the iterations actually finished (a stop interrupts the current one).
+    const done = status === "complete" && state.run.summary;
+    const iteration = done ? state.run.summary.num_iterations : p.iteration;
     $("progress-iter").textContent = `Iteration ${iteration} of ${p.max_iterations}`;
     const pct = status === "complete" ? 100 : Math.round(100 * (p.phase_progress || 0));
     $("progress-pct").textContent = `${pct}%`;
@@ -295,7 +297,9 @@ function renderRun() {
     $("progress-fill").style.width = `${(100 * overall).toFixed(1)}%`;
     $("progress-phase").textContent = PHASE_CAPTIONS[p.phase] || p.phase;
   }
-  $("progress-status").textContent = STATUS_CAPTIONS[status] || "";
+  // A pause takes effect at the loop's next phase boundary: until then it is "Pausing...".
+  const pausing = status === "paused" && !(p && p.status === "paused");
+  $("progress-status").textContent = pausing ? "Pausing..." : STATUS_CAPTIONS[status] || "";
   if (state.run.error) $("run-error").textContent = state.run.error;
   renderResults();
 }
@@ -642,6 +646,13 @@ function drawKernelShape() {
     data.push(normalise(fit.h));
     series.push({ label: "Slow fit", stroke: "#111", width: 2.5, dash: [6, 4] });
   }
+  let fastShare = null;
+  if (series.some((ser) => ser.label === "Fast")) {
+    const energy = (values) => values.reduce((acc, v) => acc + (v || 0) * (v || 0), 0);
+    const fastE = energy(data[series.findIndex((ser) => ser.label === "Fast")]);
+    const slowE = energy(data[series.findIndex((ser) => ser.label === "Slow")]);
+    fastShare = fastE / (fastE + slowE || 1);
+  }
   const tPeak = peakTime(tr, td);
   const width = kernelFwhm(tr, td);
   makeChart("chart-kernel", {
@@ -658,6 +669,8 @@ function drawKernelShape() {
     final ? `<span>final kernel (subset kernels: iteration ${record ? record.iteration : "–"})</span>`
       : record ? `<span>iteration ${record.iteration}</span>` : "<span>current kernel</span>",
   ];
+  if (fastShare != null) rows.push(`<span>Fast: ${fmt(100 * fastShare)}%</span>`, "<span>slow - - · fast ··· · full —</span>");
+  else rows.push("<span>fit - - · subsets: colours</span>");
   if (degenerate) rows.push(`<span class="warn">⚠ ${degenerate}/${total + degenerate} fits degenerate</span>`);
   $("kernel-stats").innerHTML = rows.join("");
 }
@@ -838,15 +851,20 @@ async function loadTrace() {
   const [start, stop] = state.window;
   const q = new URLSearchParams({ cell: state.cell, start, stop, points: Math.min(4000, 2 * chartWidth(el)),
     minimap: state.minimap ? "0" : "1" });
+  $("trace-updating").hidden = false;
   try {
     const reply = await state.client.getJSON(`${API}/trace?${q}`);
     if (token !== state.traceToken) return; // a newer request superseded this one
+    $("trace-updating").hidden = true;
     state.trace = reply;
     if (reply.minimap) state.minimap = reply.minimap;
     drawMinimap();
     drawTrace();
   } catch (err) {
-    if (token === state.traceToken) $("trace-stats").textContent = err.message;
+    if (token === state.traceToken) {
+      $("trace-updating").hidden = true;
+      $("trace-stats").textContent = err.message;
+    }
   }
 }
 
@@ -1006,4 +1024,5 @@ async function main() {
   poll(true);
 }
 
+window.__cadecon = state; // for tests and debugging
 main();
