@@ -227,3 +227,46 @@ def test_session_end_stops_the_run(recording):
     assert run_decon(page, recording, timeout=1.0, **{**SETTINGS, "max_iterations": None}) is None
     left = [t for t in threading.enumerate() if t.ident not in before and t.name == "calab-cadecon-run"]
     assert not left
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_cadecon_on_the_built_in_page(recording, tmp_path, monkeypatch, capsys):
+    """`calab cadecon FILE --no-browser -o STEM`: the user presses Start, then Export."""
+    import json
+
+    from test_bridge_protocol import _serve_and_answer
+
+    from calab import cli
+
+    np.save(tmp_path / "rec.npy", recording)
+
+    def user(url):
+        client = BridgeClient(url)
+        client.json("/calab/v1/cadecon/start", {"config": SETTINGS})
+        _wait_state(client, lambda s: s["status"] == "complete")
+        client.json("/calab/v1/cadecon/export", raw=b"{}")
+
+    _serve_and_answer(monkeypatch, user)
+    assert cli.main(["cadecon", str(tmp_path / "rec.npy"), "--no-browser", "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    expected = calab.run_cadecon(recording, FS, progress=False, **SETTINGS)
+    assert "Opening CaDecon: http://127.0.0.1:" in out and "/pages/cadecon/index.html?bridge=" in out
+    assert "Activity shape: (6, 600)" in out and "Sampling rate: 30.0 Hz" in out
+    assert f"Kernel slow length: {len(expected.kernel_slow)}" in out
+    assert np.array_equal(np.load(tmp_path / "out_activity.npy"), expected.activity)
+    saved = json.loads((tmp_path / "out_results.json").read_text())
+    assert saved["alphas"] == expected.alphas.tolist() and saved["metadata"]["tau_decay"] == expected.metadata["tau_decay"]
+    assert "Saved to " in out
+
+
+def test_cli_cadecon_without_results_exits_1(recording, tmp_path, monkeypatch, capsys):
+    from test_bridge_protocol import _serve_and_answer
+
+    from calab import cli
+
+    np.save(tmp_path / "rec.npy", recording[:2, :100])
+    monkeypatch.setattr(apps, "HEARTBEAT_TIMEOUT", 0.3)
+    _serve_and_answer(monkeypatch, lambda url: BridgeClient(url).json("/api/v1/heartbeat", raw=b""))
+    assert cli.main(["cadecon", str(tmp_path / "rec.npy"), "--no-browser", "-o", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.strip() == "No results received."
+    assert not list(tmp_path.glob("o_*"))  # nothing half-written

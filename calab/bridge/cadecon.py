@@ -170,6 +170,8 @@ class CaDeconRunner:
         self.progress: Any = None
         self.iterations: list[dict[str, Any]] = []
         self.result: Any = None
+        self.summary: dict[str, Any] | None = None
+        self.kernels: dict[str, Any] | None = None
         self.error: str | None = None
         self.exported = False
 
@@ -212,11 +214,15 @@ class CaDeconRunner:
                 if self.run_id == run_id:
                     self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
             return
+        # What the page polls is computed once here (a sum over the whole activity matrix
+        # on every poll would cost a large recording a fraction of a second each time).
+        summary, kernels = _summary(result), _kernel_curves(result)
+        iterations = _history_records(result.metadata.get("history") or [])
         with self.lock:
             if self.run_id != run_id:
                 return
-            self.result = result
-            self.iterations = _history_records(result.metadata.get("history") or [])
+            self.result, self.summary, self.kernels = result, summary, kernels
+            self.iterations = iterations
             self.status = "complete"
         self._post_progress()
 
@@ -308,10 +314,8 @@ class CaDeconRunner:
             }
             if self.settings is not None:
                 body["config"] = self.settings.resolved().as_dict()
-            result = self.result
-        if result is not None:
-            body["summary"] = _summary(result)
-            body["kernels"] = _kernel_curves(result)
+            if self.summary is not None:
+                body["summary"], body["kernels"] = self.summary, self.kernels
         return body
 
 
@@ -553,10 +557,10 @@ def _trace(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[
             series[name] = solved[name]  # type: ignore[assignment]
         reply["window"] = {"alpha": solved["alpha"], "pve": solved["pve"], "tau_rise": taus[0], "tau_decay": taus[1]}
     if result is not None:
-        activity = np.asarray(result.activity)
-        series["deconv"] = activity[cell, start:stop].astype(np.float64)
+        row = np.asarray(result.activity)[cell]
+        series["deconv"] = row[start:stop].astype(np.float64)
         reply["cell_stats"] = {"alpha": _finite_or_none(result.alphas[cell]), "pve": _finite_or_none(result.pves[cell]),
-                               "spikes": float(activity[cell].sum()), "baseline": _finite_or_none(result.baselines[cell])}
+                               "spikes": float(row.sum()), "baseline": _finite_or_none(result.baselines[cell])}
     names = list(series)
     index, decimated = decimate_minmax(np.stack([series[n] for n in names]), points)
     reply["index"] = (index + start).tolist()
