@@ -189,6 +189,7 @@ async function loadRaster() {
     image.data.set([r, g, b, 255], 4 * i);
   }
   ctx.putImageData(image, 0, 0);
+  state.rasterLoaded = true;
   drawOverlay();
 }
 
