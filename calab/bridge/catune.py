@@ -126,8 +126,10 @@ def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, st
     raw = traces[cells, a:b]
     working = bandpass_filter(raw, tau_rise, tau_decay, fs) if filter_enabled else raw
     began = time.perf_counter()
+    # The banded (AR(2) recursion) operator: same iterations and numbers as the FFT mode
+    # within float32 rounding, and several times faster on windows of a few thousand frames.
     result = run_deconvolution_full(working, fs, tau_rise, tau_decay, lam, max_iters=max_iters,
-                                    progress=False)
+                                    conv_mode="banded", progress=False)
     solve_s = time.perf_counter() - began
     visible = slice(start - a, stop - a)
     raw_v, work_v = raw[:, visible], working[:, visible]

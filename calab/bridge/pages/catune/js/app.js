@@ -372,6 +372,7 @@ class Card {
   }
 
   windowChanged() {
+    state.stats.paramChangeAt = performance.now();
     this.markStale();
     scheduleSolve(150);
   }
@@ -561,13 +562,18 @@ function refreshCards() {
     container.append(card.el); // keeps selection order
   }
   $("empty").hidden = cells.length > 0;
-  requestAnimationFrame(() => {
-    for (const card of state.cards.values()) {
+  requestAnimationFrame(async () => {
+    for (const card of [...state.cards.values()]) {
       if (!card.minimapData) card.loadMinimap(); else card.drawMinimap();
       if (!card.result) card.markStale();
     }
     scheduleSolve(0);
   });
+}
+
+/** Let the browser handle input and paint before the next chunk of work. */
+function yieldToBrowser() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 // ------------------------------------------------------------------ solving
@@ -606,26 +612,32 @@ async function solveStale() {
   await Promise.all([...groups.values()].map(async (group) => {
     const tokens = group.map((c) => c.token);
     const current = () => group.filter((c, i) => c.token === tokens[i] && state.cards.get(c.cell) === c);
-    for (const iters of [QUICK_ITERS, FULL_ITERS]) {
-      const live = current();
-      if (live.length === 0) return;
-      for (const c of live) if (iters === QUICK_ITERS) c.setBadge("solving", "Solving");
-      const [start, stop] = live[0].window;
-      const points = Math.min(4000, Math.max(200, Math.round(live[0].chartWidth * 1.5)));
-      try {
-        const reply = await state.source.solve({ ...base, cells: live.map((c) => c.cell), start, stop, points,
-          max_iters: iters });
-        state.stats.solves += 1;
-        const final = iters === FULL_ITERS;
-        for (const c of current()) {
-          const cellResult = reply.cells.find((r) => r.cell === c.cell);
-          if (cellResult) c.show({ index: reply.index, cell: cellResult }, final);
-        }
-      } catch (err) {
-        for (const c of current()) c.setBadge("error", "Error");
-        reportError(err);
-        return;
+    const live = current();
+    if (live.length === 0) return;
+    for (const c of live) c.setBadge("solving", "Solving");
+    const [start, stop] = live[0].window;
+    const points = Math.min(4000, Math.max(200, Math.round(live[0].chartWidth * 1.5)));
+    const request = { ...base, cells: live.map((c) => c.cell), start, stop, points };
+    let finished = false;
+    // The quick pass and the full solve run side by side on the (threaded) server; the
+    // quick one lands first and is replaced when the full one arrives.
+    const pass = async (iters) => {
+      const reply = await state.source.solve({ ...request, max_iters: iters });
+      state.stats.solves += 1;
+      const final = iters === FULL_ITERS;
+      if (!final && finished) return;
+      if (final) finished = true;
+      for (const c of current()) {
+        const cellResult = reply.cells.find((r) => r.cell === c.cell);
+        if (cellResult) c.show({ index: reply.index, cell: cellResult }, final);
+        await yieldToBrowser(); // one card per task: input stays responsive with 20 cards
       }
+    };
+    try {
+      await Promise.all([pass(QUICK_ITERS), pass(FULL_ITERS)]);
+    } catch (err) {
+      for (const c of current()) c.setBadge("error", "Error");
+      reportError(err);
     }
   }));
   if ([...state.cards.values()].every((c) => c.badge.classList.contains("done"))) {
