@@ -198,3 +198,43 @@ def test_heartbeat_loss_after_the_page_closes(page, monkeypatch, capsys):
     thread.join(30)
     assert holder == {"params": None} and time.monotonic() - began < 20
     assert "Browser disconnected (heartbeat timeout)." in capsys.readouterr().out
+
+
+def test_import_wizard_file_session(page, tmp_path):
+    """Without a bridge the page is a file tool: .npz → select array → swap → rate → validate → cards."""
+    from calab.bridge.registry import get_app
+    from calab.bridge.server import BridgeServer, BridgeSession
+
+    traces = recording(n_cells=3, seconds=40)
+    np.savez_compressed(tmp_path / "rec.npz", traces=traces.T.copy(), other=np.ones((2, 5)))
+    apps._builtin_apps()
+    with BridgeServer(BridgeSession(np.ones((1, 5)), 30.0, get_app("catune"))) as pages:
+        pages.start()
+        page.goto(f"{pages.origin}/pages/catune/index.html")
+        page.set_input_files("#file-input", str(tmp_path / "rec.npz"))
+        page.get_by_role("button", name="traces — 1200 x 3 (<f8)").click()
+        assert page.locator("#dims-text").inner_text() == "1200 cells × 3 timepoints"
+        assert page.locator("#dims-warning").is_visible()
+        page.click("#swap-dims")
+        assert page.locator("#dims-text").inner_text() == "3 cells × 1200 timepoints"
+        page.click("#confirm-dims")
+        assert page.locator("#confirm-rate").is_disabled()
+        page.get_by_role("button", name="30 Hz (miniscope / 2-photon)").click()
+        assert "40.0 seconds" in page.locator("#rate-text").inner_text()
+        page.click("#confirm-rate")
+        assert "3600" in page.locator("#validation").inner_text()
+        page.click("#open-dashboard")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        assert page.locator(".card").count() == 3
+        assert page.locator("#info").inner_text() == "rec.npz · 3 cells · 1200 tp · 30 Hz · 40.0 s"
+        assert page.locator("#export-python").is_hidden() and page.locator("#export-local").is_visible()
+        # With the data's own kernel the in-page solver's fit explains the transients
+        # but not the white noise (noise sd 0.15 on transients of ~1).
+        page.locator("#fwhm-range").fill("700")
+        page.locator("#peak-range").fill("164")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        cell = page.evaluate("window.__catune.cards.values().next().value.result.cell")
+        raw, fit = np.array(cell["raw"]), np.array(cell["fit"])
+        r2 = 1 - np.sum((raw - fit) ** 2) / np.sum((raw - raw.mean()) ** 2)
+        assert r2 > 0.8 and 0.1 < np.std(raw - fit) < 0.2 and min(cell["deconv"]) >= 0
+    assert page.problems == []

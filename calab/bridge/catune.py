@@ -5,7 +5,8 @@ The page never downloads the whole recording.  It asks for
 * ``GET  /calab/v1/catune/overview``: per-cell variance ranking ("Top Active");
 * ``GET  /calab/v1/catune/minimap?cell=i&bins=B``: min/max envelope of one whole trace;
 * ``POST /calab/v1/catune/solve``: a batched FISTA solve of the visible window (plus
-  padding) of the visible cells, returned decimated to about the chart's pixel width.
+  padding) of the visible cells, returned decimated to about the chart's pixel width;
+* ``GET  /calab/v1/catune/spectrum?cells=i,j,...``: periodograms for the Spectrum tab.
 
 The solve runs :func:`calab.run_deconvolution_full` on the server's backend (the GPU
 when there is one), all requested cells as one batch.
@@ -182,6 +183,40 @@ def _minimap(session: BridgeSession, query: dict[str, str], body: bytes) -> tupl
     return json_response(200, {"cell": cell, "index": index.tolist(), "values": _round(values[0])})
 
 
+def spectra(traces: np.ndarray, fs: float, cells: list[int], bins: int = 400) -> dict[str, Any]:
+    """One-sided periodograms (Hann window, zero-padded to a power of two) in dB.
+
+    Returns the active (first) cell's spectrum and the average over ``cells``, both
+    averaged into ``bins`` log-spaced frequency bands for display.
+    """
+    rows = traces[cells]
+    n = rows.shape[1]
+    size = 1 << max(1, (n - 1).bit_length())
+    window = np.hanning(n)
+    power = np.abs(np.fft.rfft((rows - rows.mean(axis=1, keepdims=True)) * window, size, axis=1)) ** 2
+    power /= fs * np.sum(window**2)
+    freq = np.fft.rfftfreq(size, 1 / fs)
+    edges = np.geomspace(max(freq[1], 1e-6), fs / 2, bins + 1)
+    which = np.digitize(freq[1:], edges) - 1
+    keep = (which >= 0) & (which < bins)
+    counts = np.bincount(which[keep], minlength=bins)
+    used = counts > 0
+
+    def banded(p: np.ndarray) -> list:
+        sums = np.bincount(which[keep], weights=p[1:][keep], minlength=bins)
+        return _round(10 * np.log10(sums[used] / counts[used] + 1e-30))
+
+    centres = np.sqrt(edges[:-1] * edges[1:])[used]
+    return {"freq": centres.tolist(), "active": banded(power[0]), "average": banded(power.mean(axis=0))}
+
+
+def _spectrum(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    cells = [int(c) for c in query.get("cells", "").split(",") if c.strip()]
+    if not cells or len(cells) > MAX_SOLVE_CELLS or any(not 0 <= c < session.traces.shape[0] for c in cells):
+        raise ValueError(f"cells must list 1 to {MAX_SOLVE_CELLS} valid cell indices")
+    return json_response(200, spectra(session.traces, float(session.fs), cells))
+
+
 def _float(request: dict, name: str) -> float:
     value = request.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -213,4 +248,5 @@ register_app(dataclasses.replace(APPS["catune"], page_dir="catune", compute={
     "overview": ComputeRoute("GET", _overview),
     "minimap": ComputeRoute("GET", _minimap),
     "solve": ComputeRoute("POST", _solve),
+    "spectrum": ComputeRoute("GET", _spectrum),
 }), replace=True)

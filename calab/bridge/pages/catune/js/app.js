@@ -7,7 +7,7 @@
 // then the full solve.
 
 import { BridgeClient, getBridge } from "../../common/bridge.js";
-import { ar2, kernelCurve, peakTime, fwhm, tausFromShape } from "./kernel.js";
+import { ar2, cutoffs, kernelCurve, peakTime, fwhm, tausFromShape } from "./kernel.js";
 import { parseNpy, parseNpz } from "./npy.js";
 import { BridgeSource, LocalSource } from "./sources.js";
 
@@ -91,6 +91,8 @@ function setParam(name, value) {
   // a box's "change" on blur repeats the value it already set: nothing to re-solve
   if ([state.peakMs, state.fwhmMs, state.lambda, state.filter].join() === before) return;
   drawKernel();
+  spectrumPlot?.redraw(false);
+  if (sidebarOpen("spectrum")) renderSpectrumStats();
   parametersChanged();
 }
 
@@ -538,9 +540,11 @@ class Card {
 }
 
 function setActive(card) {
+  if (state.active === card) return;
   state.active?.el.classList.remove("active");
   state.active = card;
   card.el.classList.add("active");
+  if (sidebarOpen("spectrum")) refreshSidebar();
 }
 
 function refreshCards() {
@@ -568,6 +572,7 @@ function refreshCards() {
       if (!card.result) card.markStale();
     }
     scheduleSolve(0);
+    refreshSidebar();
   });
 }
 
@@ -640,9 +645,117 @@ async function solveStale() {
       reportError(err);
     }
   }));
+  if (sidebarOpen("metrics")) renderMetrics();
   if ([...state.cards.values()].every((c) => c.badge.classList.contains("done"))) {
     state.stats.lastSettleMs = performance.now() - started;
     $("solve-time").textContent = `re-solved in ${state.stats.lastSettleMs.toFixed(0)} ms`;
+  }
+}
+
+// ------------------------------------------------------------------ sidebar: spectrum, metrics
+let spectrumPlot = null;
+let spectrumTimer = null;
+
+function sidebarOpen(tab) {
+  return !$("sidebar").hidden && !$(`tab-${tab}`).hidden;
+}
+
+function toggleSidebar() {
+  const open = $("sidebar").hidden;
+  $("sidebar").hidden = !open;
+  $("dashboard").classList.toggle("with-sidebar", open);
+  for (const card of state.cards.values()) card.resize();
+  refreshSidebar();
+}
+
+function refreshSidebar() {
+  if (sidebarOpen("metrics")) renderMetrics();
+  if (sidebarOpen("spectrum")) {
+    clearTimeout(spectrumTimer);
+    spectrumTimer = setTimeout(renderSpectrum, 250);
+  }
+}
+
+function passBand(u) {
+  if (!state.filter) return;
+  const { tauRise, tauDecay } = taus();
+  const { hp, lp } = cutoffs(tauRise, tauDecay, state.source.fs);
+  const ctx = u.ctx;
+  const x0 = u.valToPos(hp, "x", true);
+  const x1 = u.valToPos(lp, "x", true);
+  ctx.save();
+  ctx.fillStyle = "rgba(0,158,115,0.10)";
+  ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
+  ctx.setLineDash([4, 3]);
+  ctx.strokeStyle = "#009e73";
+  ctx.textAlign = "left";
+  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.fillStyle = "#007a59";
+  for (const [x, label] of [[x0, "HP"], [x1, "LP"]]) {
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.fillText(label, x + 3, u.bbox.top + 12 * devicePixelRatio);
+  }
+  ctx.restore();
+}
+
+function renderSpectrumStats() {
+  const { tauRise, tauDecay } = taus();
+  const { hp, lp } = cutoffs(tauRise, tauDecay, state.source.fs);
+  $("spectrum-stats").textContent = `Fs ${state.source.fs} Hz · HP ${hp.toFixed(3)} Hz · LP ${lp.toFixed(1)} Hz`;
+}
+
+async function renderSpectrum() {
+  const cells = [...state.cards.keys()];
+  renderSpectrumStats();
+  if (!state.source.spectrum || cells.length === 0) {
+    $("spectrum-chart").textContent = "The spectrum needs a bridge session.";
+    return;
+  }
+  const active = state.active && state.cards.has(state.active.cell) ? state.active.cell : cells[0];
+  try {
+    const s = await state.source.spectrum([active, ...cells.filter((c) => c !== active)]);
+    const data = [s.freq, s.active, s.average];
+    if (spectrumPlot) {
+      spectrumPlot.setData(data);
+      return;
+    }
+    spectrumPlot = new uPlot({
+      width: 306, height: 280, legend: { show: false },
+      scales: { x: { time: false, distr: 3 } },
+      axes: [{ label: "Frequency (Hz)", size: 34, labelSize: 14 }, { label: "Power (dB)", size: 44, labelSize: 14 }],
+      series: [{ label: "Hz" }, { label: "active cell", stroke: "#2563eb", width: 1.5, points: { show: false } },
+        { label: "average", stroke: "#9ca3af", width: 1.5, points: { show: false } }],
+      hooks: { draw: [passBand] },
+    }, data, $("spectrum-chart"));
+  } catch (err) {
+    reportError(err);
+  }
+}
+
+function renderMetrics() {
+  const rows = [...state.cards.values()].filter((c) => c.result).map((c) => c.result.cell)
+    .sort((a, b) => b.snr - a.snr);
+  const mean = (xs) => (xs.length ? xs.reduce((p, v) => p + v, 0) / xs.length : 0);
+  $("metrics-summary").textContent =
+    `Avg SNR ${mean(rows.map((r) => r.snr)).toFixed(1)} · Avg R² ${mean(rows.map((r) => r.r2)).toFixed(3)} · Cells ${rows.length}`;
+  const quality = (snr) => (snr >= 5 ? "good" : snr >= 2 ? "fair" : "poor");
+  $("metrics-table").querySelector("tbody").innerHTML = rows.map((r) =>
+    `<tr><td><span class="dot ${quality(r.snr)}" style="display:inline-block"></span> ${r.cell + 1}</td>`
+    + `<td>${r.snr.toFixed(1)}</td><td>${r.r2.toFixed(3)}</td><td>${(100 * r.sparsity).toFixed(1)}%</td></tr>`).join("");
+}
+
+function wireSidebar() {
+  $("sidebar-toggle").addEventListener("click", toggleSidebar);
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("selected", t === tab);
+      $("tab-spectrum").hidden = tab.dataset.tab !== "spectrum";
+      $("tab-metrics").hidden = tab.dataset.tab !== "metrics";
+      refreshSidebar();
+    });
   }
 }
 
@@ -742,6 +855,7 @@ function showDashboard(source) {
   $("export-python").hidden = !state.client;
   $("export-local").hidden = Boolean(state.client);
   $("change-data").hidden = Boolean(state.client);
+  $("sidebar-toggle").hidden = false;
   syncParamInputs();
   drawKernel();
   return source.overview().then((overview) => {
@@ -752,6 +866,7 @@ function showDashboard(source) {
 
 function wireDashboard() {
   wireParams();
+  wireSidebar();
   $("pin").addEventListener("click", togglePin);
   $("export-python").addEventListener("click", exportToPython);
   $("export-local").addEventListener("click", exportLocally);

@@ -28,6 +28,10 @@ export class BridgeSource {
   async solve(request, signal) {
     return this.client.postJSON(`${COMPUTE}/solve`, request, { signal });
   }
+
+  async spectrum(cells) {
+    return this.client.getJSON(`${COMPUTE}/spectrum?cells=${cells.join(",")}`);
+  }
 }
 
 function minmax(values, points) {
