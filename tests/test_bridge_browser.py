@@ -112,6 +112,18 @@ def test_tune_round_trip_in_chromium(page, monkeypatch, tmp_path):
     assert page.evaluate("window.__catune.stats.solves") >= solves + 2  # quick pass, then the full solve
     assert sum(after) < sum(before)  # more sparsity, less activity
 
+    # Pin: the current fit and activity stay on the charts, dashed, after the next change.
+    page.locator("#pin").click()
+    assert page.locator("#pin").inner_text() == "Unpin"
+    page.locator("#lambda-range").fill("0.2")
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    page.locator("#lambda-range").fill("0.4")
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    pinned = page.evaluate("""() => { const c = window.__catune.cards.values().next().value;
+        return [c.plot.series[6].show, c.plot.data[4].length, c.plot.data[7].filter(v => v !== null).length]; }""")
+    assert pinned[0] is True and pinned[2] == pinned[1]
+    page.locator("#pin").click()
+
     # Noise filter: the server returns the band-passed working trace too.
     page.locator("#filter-toggle").check()
     page.wait_for_function(ALL_DONE, timeout=60_000)
