@@ -249,4 +249,10 @@ def test_import_wizard_file_session(page, tmp_path):
         raw, fit = np.array(cell["raw"]), np.array(cell["fit"])
         r2 = 1 - np.sum((raw - fit) ** 2) / np.sum((raw - raw.mean()) ** 2)
         assert r2 > 0.8 and 0.1 < np.std(raw - fit) < 0.2 and min(cell["deconv"]) >= 0
+        # Manual selection: 1-based, invalid and repeated entries dropped, order kept.
+        page.select_option("#mode", "manual")
+        page.fill("#manual", "3, 1, 9, 3, x")
+        page.press("#manual", "Enter")
+        assert page.input_value("#manual") == "3, 1"
+        assert [page.locator(".card").nth(i).get_attribute("data-cell") for i in range(page.locator(".card").count())] == ["2", "0"]
     assert page.problems == []
