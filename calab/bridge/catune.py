@@ -165,7 +165,10 @@ def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, st
 def _overview(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
     ranking = session.cache.get("catune.ranking")
     if ranking is None:
-        variance = np.var(session.traces, axis=1) if session.traces.shape[1] else np.zeros(len(session.traces))
+        traces = session.traces
+        # row blocks: np.var makes a temporary copy, which would double a big recording
+        block = max(1, (1 << 25) // max(1, traces.shape[1] * 8))
+        variance = np.concatenate([np.var(traces[i:i + block], axis=1) for i in range(0, len(traces), block)])
         ranking = np.argsort(-variance, kind="stable").tolist()
         session.cache["catune.ranking"] = ranking
     n_cells, n_timepoints = session.traces.shape[:2]

@@ -889,6 +889,8 @@ async function loadFile(file) {
   try {
     const buffer = await file.arrayBuffer();
     const name = file.name.toLowerCase();
+    const kb = file.size / 1024;
+    $("load-status").textContent = `Loaded ${file.name} (${kb >= 1024 ? `${(kb / 1024).toFixed(1)} MB` : `${kb.toFixed(1)} KB`})`;
     let arrays;
     if (name.endsWith(".npy")) arrays = [{ name: file.name, ...parseNpy(buffer) }];
     else if (name.endsWith(".npz")) arrays = await parseNpz(buffer);
