@@ -112,6 +112,24 @@ def test_tune_round_trip_in_chromium(page, monkeypatch, tmp_path):
     assert page.evaluate("window.__catune.stats.solves") >= solves + 2  # quick pass, then the full solve
     assert sum(after) < sum(before)  # more sparsity, less activity
 
+    # Panning inside the solved padding is drawn from the last solve; far away re-solves.
+    solves = page.evaluate("window.__catune.stats.solves")
+    over = page.locator(".card .u-over").first.bounding_box()
+    page.mouse.move(over["x"] + over["width"] * 0.6, over["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.4, over["y"] + 50, steps=4)
+    page.mouse.up()
+    card = "window.__catune.cards.values().next().value"
+    assert page.evaluate("window.__catune.stats.cacheHits") == 1
+    assert page.evaluate("window.__catune.stats.solves") == solves
+    assert page.evaluate(f"{card}.window[0]") > page.evaluate(f"{card}.result.index[0]")
+    minimap = page.locator(".card canvas.minimap").first.bounding_box()
+    page.mouse.click(minimap["x"] + minimap["width"] * 0.9, minimap["y"] + 10)
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    assert page.evaluate("window.__catune.stats.solves") > solves
+    start, stop = page.evaluate(f"{card}.window")
+    assert stop - start == 600 and start > 1800  # still 20 s, now near the end of the 90 s
+
     # Pin: the current fit and activity stay on the charts, dashed, after the next change.
     page.locator("#pin").click()
     assert page.locator("#pin").inner_text() == "Unpin"

@@ -86,7 +86,7 @@ def _round(values: np.ndarray) -> list:
 
 def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, stop: int,
                  tau_rise: float, tau_decay: float, lam: float, filter_enabled: bool,
-                 points: int = 1200, max_iters: int = 2000) -> dict[str, Any]:
+                 points: int = 1200, max_iters: int = 2000, padded_series: bool = False) -> dict[str, Any]:
     """Solve the visible window of ``cells`` and return display-ready series.
 
     Parameters
@@ -103,13 +103,17 @@ def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, st
         Samples per series wanted (min/max decimated above that).
     max_iters : int
         FISTA iteration cap.
+    padded_series : bool
+        Return the series over the whole solved (padded) range, with ``points`` scaled up
+        in proportion, so the page can pan and zoom inside it without a new solve.
+        Statistics (R², sparsity) still describe the visible window.
 
     Returns
     -------
     dict
-        ``{"start", "stop", "index", "seconds", "cells": [{cell, raw, filtered, fit, deconv,
-        resid, snr, r2, iterations, converged}]}`` with ``index`` the frame positions of the
-        samples (shared by all series).
+        ``{"start", "stop", "padded", "index", "decimated", "cells": [{cell, raw, filtered,
+        fit, deconv, resid, raw_mean, raw_std, snr, r2, sparsity, iterations, converged}]}``
+        with ``index`` the frame positions of the samples (shared by all series).
     """
     from calab.deconvolution import run_deconvolution_full
     from calab.filters import bandpass_filter
@@ -141,7 +145,15 @@ def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, st
     ss_tot = np.sum((work_v - work_v.mean(axis=1, keepdims=True)) ** 2, axis=1)
     r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
     snr = _snr(raw)
-    stacked = np.concatenate([raw_v, work_v, fit_v, deconv_v, resid_v])
+    if padded_series:
+        shown = slice(0, b - a)
+        points = int(min(MAX_POINTS, math.ceil(points * (b - a) / (stop - start))))
+    else:
+        shown = visible
+    offset = a + shown.start
+    recon, activity = result.reconvolution, result.activity
+    stacked = np.concatenate([raw[:, shown], working[:, shown], recon[:, shown], activity[:, shown],
+                              working[:, shown] - recon[:, shown]])
     index, decimated = decimate_minmax(stacked, points)
     k = len(cells)
     out_cells = []
@@ -158,7 +170,8 @@ def solve_window(traces: np.ndarray, fs: float, cells: list[int], start: int, st
             "iterations": int(result.iterations[i]), "converged": bool(result.converged[i]),
         })
     return {"start": start, "stop": stop, "padded": [a, b], "solve_ms": solve_s * 1e3,
-            "index": (index + start).tolist(), "cells": out_cells}
+            "index": (index + offset).tolist(), "decimated": bool(decimated.shape[1] < stacked.shape[1]),
+            "cells": out_cells}
 
 
 # ------------------------------------------------------------------ HTTP handlers
@@ -241,7 +254,7 @@ def _solve(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[
         session.traces, float(session.fs), cells, int(_float(request, "start")), int(_float(request, "stop")),
         _float(request, "tau_rise"), _float(request, "tau_decay"), _float(request, "lambda"),
         bool(request.get("filter_enabled", False)), int(request.get("points", 1200)),
-        int(request.get("max_iters", 2000)),
+        int(request.get("max_iters", 2000)), bool(request.get("padded_series", False)),
     )
     reply["request_id"] = request.get("request_id")
     return json_response(200, reply)

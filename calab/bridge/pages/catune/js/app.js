@@ -46,7 +46,7 @@ const state = {
   pinned: null,
   solveTimer: null,
   // instrumentation read by calab's tests and benchmarks
-  stats: { paramChangeAt: 0, lastSettleMs: null, solves: 0, errors: [] },
+  stats: { paramChangeAt: 0, lastSettleMs: null, solves: 0, cacheHits: 0, errors: [] },
 };
 window.__catune = state;
 
@@ -287,6 +287,7 @@ class Card {
 
   markStale() {
     this.token += 1;
+    this.solved = null;
     this.setBadge("stale", "Stale");
   }
 
@@ -374,6 +375,15 @@ class Card {
   }
 
   windowChanged() {
+    // Pans and zooms inside the solved (padded) range are drawn from the last solve.
+    const solved = this.solved;
+    const [w0, w1] = this.window;
+    if (solved && this.result && this.badge.classList.contains("done") && w0 >= solved.range[0]
+        && w1 <= solved.range[1] && (!solved.decimated || w1 - w0 >= 0.9 * solved.width)) {
+      state.stats.cacheHits += 1;
+      this.show(this.result, true);
+      return;
+    }
     state.stats.paramChangeAt = performance.now();
     this.markStale();
     scheduleSolve(150);
@@ -392,9 +402,15 @@ class Card {
     const fit = r.fit.map((v, i) => (result.index[i] < transientEnd ? null : fitScale(v)));
     let top = -Infinity;
     let bottom = Infinity;
+    const [w0, w1] = this.window;
     for (const arr of [raw, r.filtered ? filtered : [], fit]) {
-      for (const v of arr) if (v !== null) { top = Math.max(top, v); bottom = Math.min(bottom, v); }
+      arr.forEach((v, i) => {
+        if (v === null || result.index[i] < w0 || result.index[i] > w1) return;
+        top = Math.max(top, v);
+        bottom = Math.min(bottom, v);
+      });
     }
+    if (!Number.isFinite(top)) { top = 1; bottom = -1; }
     const R = Math.max(1, top - bottom);
     const dTop = bottom - 0.03 * R;
     const dBottom = dTop - 0.35 * R;
@@ -421,7 +437,7 @@ class Card {
     const data = this.seriesData(result);
     if (!this.plot) this.createPlot(data); else {
       this.plot.setData(data, false);
-      this.plot.setScale("x", { min: data[0][0], max: data[0][data[0].length - 1] });
+      this.plot.setScale("x", { min: this.window[0] / state.source.fs, max: this.window[1] / state.source.fs });
       this.plot.setScale("y", { min: this.yRange[0], max: this.yRange[1] });
     }
     this.applyVisibility();
@@ -456,6 +472,7 @@ class Card {
         { ...line(COLORS.deconv, 1, [5, 4]), alpha: 0.65 }],
       hooks: { drawClear: [transientShade] },
     }, data, this.chartEl);
+    this.plot.setScale("x", { min: this.window[0] / state.source.fs, max: this.window[1] / state.source.fs });
     this.plot.setScale("y", { min: this.yRange[0], max: this.yRange[1] });
     this.wirePanZoom();
   }
@@ -622,7 +639,7 @@ async function solveStale() {
     for (const c of live) c.setBadge("solving", "Solving");
     const [start, stop] = live[0].window;
     const points = Math.min(4000, Math.max(200, Math.round(live[0].chartWidth * 1.5)));
-    const request = { ...base, cells: live.map((c) => c.cell), start, stop, points };
+    const request = { ...base, cells: live.map((c) => c.cell), start, stop, points, padded_series: true };
     let finished = false;
     // The quick pass and the full solve run side by side on the (threaded) server; the
     // quick one lands first and is replaced when the full one arrives.
@@ -634,7 +651,9 @@ async function solveStale() {
       if (final) finished = true;
       for (const c of current()) {
         const cellResult = reply.cells.find((r) => r.cell === c.cell);
-        if (cellResult) c.show({ index: reply.index, cell: cellResult }, final);
+        if (!cellResult) continue;
+        if (final) c.solved = { range: reply.padded, decimated: reply.decimated, width: stop - start };
+        c.show({ index: reply.index, cell: cellResult }, final);
         await yieldToBrowser(); // one card per task: input stays responsive with 20 cards
       }
     };
