@@ -267,10 +267,35 @@ def test_import_wizard_file_session(page, tmp_path):
         raw, fit = np.array(cell["raw"]), np.array(cell["fit"])
         r2 = 1 - np.sum((raw - fit) ** 2) / np.sum((raw - raw.mean()) ** 2)
         assert r2 > 0.8 and 0.1 < np.std(raw - fit) < 0.2 and min(cell["deconv"]) >= 0
+        assert cell["r2"] == pytest.approx(r2, abs=1e-6)
         # Manual selection: 1-based, invalid and repeated entries dropped, order kept.
         page.select_option("#mode", "manual")
         page.fill("#manual", "3, 1, 9, 3, x")
         page.press("#manual", "Enter")
         assert page.input_value("#manual") == "3, 1"
         assert [page.locator(".card").nth(i).get_attribute("data-cell") for i in range(page.locator(".card").count())] == ["2", "0"]
+    assert page.problems == []
+
+
+def test_demo_data_and_card_height(page):
+    """W-02: synthetic data in the page (no export of demo data); T-12: card height."""
+    from calab.bridge.registry import get_app
+    from calab.bridge.server import BridgeServer, BridgeSession
+
+    apps._builtin_apps()
+    with BridgeServer(BridgeSession(np.ones((1, 5)), 30.0, get_app("catune"))) as pages:
+        pages.start()
+        page.goto(f"{pages.origin}/pages/catune/index.html")
+        page.locator(".demo summary").click()
+        page.fill("#demo-cells", "4")
+        page.fill("#demo-minutes", "1")
+        page.click("#load-demo")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        assert page.locator("#info").inner_text() == "4 cells · 1800 tp · 30 Hz · 1.0 min"
+        assert page.locator("#export-local").is_hidden() and page.locator("#export-python").is_hidden()
+        first = page.locator(".card .uplot").first.bounding_box()["height"]
+        page.fill("#card-height", "400")
+        page.dispatch_event("#card-height", "change")
+        page.wait_for_timeout(200)
+        assert page.locator(".card .uplot").first.bounding_box()["height"] == pytest.approx(first + 120, abs=2)
     assert page.problems == []

@@ -22,6 +22,7 @@ const QUICK_ITERS = 100;
 const FULL_ITERS = 2000;
 const ZOOM_S = 20;
 const MINIMAP_ROW_S = 1200;
+let chartHeight = 240; // card height 280 px minus header, minimap and footer
 
 const state = {
   version: "dev",
@@ -225,6 +226,12 @@ function wireSelection() {
     $("cards").style.setProperty("--cols", state.cols);
     for (const card of state.cards.values()) card.resize();
   };
+  $("card-height").addEventListener("change", (e) => {
+    const height = clamp(Math.round(Number(e.target.value)) || 280, 160, 600);
+    e.target.value = height;
+    chartHeight = height - 40;
+    for (const card of state.cards.values()) card.resize();
+  });
   $("cols-minus").addEventListener("click", () => setCols(state.cols - 1));
   $("cols-plus").addEventListener("click", () => setCols(state.cols + 1));
   setCols(2);
@@ -463,7 +470,7 @@ class Card {
     };
     const line = (color, width = 1, dash) => ({ stroke: color, width, points: { show: false }, dash });
     this.plot = new uPlot({
-      width: this.chartWidth, height: 240, legend: { show: false },
+      width: this.chartWidth, height: chartHeight, legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { show: false } },
       scales: { x: { time: false }, y: { auto: false, range: () => card.yRange } },
       axes: [{ label: "Time (s)", size: 34, labelSize: 14 }, { show: false }],
@@ -545,7 +552,7 @@ class Card {
 
   resize() {
     requestAnimationFrame(() => {
-      this.plot?.setSize({ width: this.chartWidth, height: 240 });
+      this.plot?.setSize({ width: this.chartWidth, height: chartHeight });
       this.drawMinimap();
     });
   }
@@ -872,7 +879,7 @@ function showDashboard(source) {
     .filter(Boolean).join(" · ");
   $("filter-toggle").disabled = !source.filterAvailable;
   $("export-python").hidden = !state.client;
-  $("export-local").hidden = Boolean(state.client);
+  $("export-local").hidden = Boolean(state.client) || Boolean(state.demo); // no export of demo data
   $("change-data").hidden = Boolean(state.client);
   $("sidebar-toggle").hidden = false;
   syncParamInputs();
@@ -992,7 +999,54 @@ function validate() {
   $("open-dashboard").disabled = errors.length > 0;
 }
 
+/** Synthetic recording: Poisson spikes through the indicator's kernel, drift-free, Gaussian noise. */
+function demoData() {
+  const [tauRise, tauDecay] = $("demo-indicator").value.split(",").map(Number);
+  const cells = clamp(Math.round(Number($("demo-cells").value)) || 100, 1, 200);
+  const fps = clamp(Number($("demo-fps").value) || 30, 1, 120);
+  const minutes = clamp(Number($("demo-minutes").value) || 15, 0.5, 60);
+  const noise = Number($("demo-noise").value);
+  const rate = Number($("demo-rate").value);
+  let seed = (Math.round(Number($("demo-seed").value)) >>> 0) || 42;
+  const random = () => { // mulberry32: reproducible for a given seed
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const gauss = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
+  const T = Math.round(minutes * 60 * fps);
+  const { g1, g2 } = ar2(tauRise, tauDecay, fps);
+  // peak of the recursion's impulse response, so one spike is a transient of height ~0.5
+  let peak = 0;
+  for (let t = 0, a = 1, b = 0; t < 5 * tauDecay * fps + 2; t++) {
+    peak = Math.max(peak, a);
+    [a, b] = [g1 * a + g2 * b, a];
+  }
+  const data = new Float64Array(cells * T);
+  for (let c = 0; c < cells; c++) {
+    const amp = 0.8 + 0.4 * random();
+    let c1 = 0;
+    let c2 = 0;
+    for (let t = 0; t < T; t++) {
+      const s = random() < rate / fps ? 1 : 0;
+      const ca = g1 * c1 + g2 * c2 + s;
+      c2 = c1;
+      c1 = ca;
+      data[c * T + t] = 1 + (0.5 * amp * ca) / peak + noise * gauss();
+    }
+  }
+  return { data, cells, T, fps };
+}
+
 function wireWizard() {
+  $("load-demo").addEventListener("click", () => {
+    const { data, cells, T, fps } = demoData();
+    state.fileName = null;
+    state.demo = true;
+    showDashboard(new LocalSource(data, cells, T, fps)).catch(reportError);
+  });
   const drop = $("dropzone");
   $("file-input").addEventListener("change", (e) => e.target.files[0] && loadFile(e.target.files[0]));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
