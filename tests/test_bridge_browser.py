@@ -112,6 +112,36 @@ def test_tune_round_trip_in_chromium(page, monkeypatch, tmp_path):
     assert page.evaluate("window.__catune.stats.solves") >= solves + 2  # quick pass, then the full solve
     assert sum(after) < sum(before)  # more sparsity, less activity
 
+    # Panning inside the solved padding is drawn from the last solve; far away re-solves.
+    solves = page.evaluate("window.__catune.stats.solves")
+    over = page.locator(".card .u-over").first.bounding_box()
+    page.mouse.move(over["x"] + over["width"] * 0.6, over["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.4, over["y"] + 50, steps=4)
+    page.mouse.up()
+    card = "window.__catune.cards.values().next().value"
+    assert page.evaluate("window.__catune.stats.cacheHits") == 1
+    assert page.evaluate("window.__catune.stats.solves") == solves
+    assert page.evaluate(f"{card}.window[0]") > page.evaluate(f"{card}.result.index[0]")
+    minimap = page.locator(".card canvas.minimap").first.bounding_box()
+    page.mouse.click(minimap["x"] + minimap["width"] * 0.9, minimap["y"] + 10)
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    assert page.evaluate("window.__catune.stats.solves") > solves
+    start, stop = page.evaluate(f"{card}.window")
+    assert stop - start == 600 and start > 1800  # still 20 s, now near the end of the 90 s
+
+    # Pin: the current fit and activity stay on the charts, dashed, after the next change.
+    page.locator("#pin").click()
+    assert page.locator("#pin").inner_text() == "Unpin"
+    page.locator("#lambda-range").fill("0.2")
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    page.locator("#lambda-range").fill("0.4")
+    page.wait_for_function(ALL_DONE, timeout=60_000)
+    pinned = page.evaluate("""() => { const c = window.__catune.cards.values().next().value;
+        return [c.plot.series[6].show, c.plot.data[4].length, c.plot.data[7].filter(v => v !== null).length]; }""")
+    assert pinned[0] is True and pinned[2] == pinned[1]
+    page.locator("#pin").click()
+
     # Noise filter: the server returns the band-passed working trace too.
     page.locator("#filter-toggle").check()
     page.wait_for_function(ALL_DONE, timeout=60_000)
@@ -198,3 +228,74 @@ def test_heartbeat_loss_after_the_page_closes(page, monkeypatch, capsys):
     thread.join(30)
     assert holder == {"params": None} and time.monotonic() - began < 20
     assert "Browser disconnected (heartbeat timeout)." in capsys.readouterr().out
+
+
+def test_import_wizard_file_session(page, tmp_path):
+    """Without a bridge the page is a file tool: .npz → select array → swap → rate → validate → cards."""
+    from calab.bridge.registry import get_app
+    from calab.bridge.server import BridgeServer, BridgeSession
+
+    traces = recording(n_cells=3, seconds=40)
+    np.savez_compressed(tmp_path / "rec.npz", traces=traces.T.copy(), other=np.ones((2, 5)))
+    apps._builtin_apps()
+    with BridgeServer(BridgeSession(np.ones((1, 5)), 30.0, get_app("catune"))) as pages:
+        pages.start()
+        page.goto(f"{pages.origin}/pages/catune/index.html")
+        page.set_input_files("#file-input", str(tmp_path / "rec.npz"))
+        page.get_by_role("button", name="traces — 1200 x 3 (<f8)").click()
+        assert page.locator("#dims-text").inner_text() == "1200 cells × 3 timepoints"
+        assert page.locator("#dims-warning").is_visible()
+        page.click("#swap-dims")
+        assert page.locator("#dims-text").inner_text() == "3 cells × 1200 timepoints"
+        page.click("#confirm-dims")
+        assert page.locator("#confirm-rate").is_disabled()
+        page.get_by_role("button", name="30 Hz (miniscope / 2-photon)").click()
+        assert "40.0 seconds" in page.locator("#rate-text").inner_text()
+        page.click("#confirm-rate")
+        assert "3600" in page.locator("#validation").inner_text()
+        page.click("#open-dashboard")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        assert page.locator(".card").count() == 3
+        assert page.locator("#info").inner_text() == "rec.npz · 3 cells · 1200 tp · 30 Hz · 40.0 s"
+        assert page.locator("#export-python").is_hidden() and page.locator("#export-local").is_visible()
+        # With the data's own kernel the in-page solver's fit explains the transients
+        # but not the white noise (noise sd 0.15 on transients of ~1).
+        page.locator("#fwhm-range").fill("700")
+        page.locator("#peak-range").fill("164")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        cell = page.evaluate("window.__catune.cards.values().next().value.result.cell")
+        raw, fit = np.array(cell["raw"]), np.array(cell["fit"])
+        r2 = 1 - np.sum((raw - fit) ** 2) / np.sum((raw - raw.mean()) ** 2)
+        assert r2 > 0.8 and 0.1 < np.std(raw - fit) < 0.2 and min(cell["deconv"]) >= 0
+        assert cell["r2"] == pytest.approx(r2, abs=1e-6)
+        # Manual selection: 1-based, invalid and repeated entries dropped, order kept.
+        page.select_option("#mode", "manual")
+        page.fill("#manual", "3, 1, 9, 3, x")
+        page.press("#manual", "Enter")
+        assert page.input_value("#manual") == "3, 1"
+        assert [page.locator(".card").nth(i).get_attribute("data-cell") for i in range(page.locator(".card").count())] == ["2", "0"]
+    assert page.problems == []
+
+
+def test_demo_data_and_card_height(page):
+    """W-02: synthetic data in the page (no export of demo data); T-12: card height."""
+    from calab.bridge.registry import get_app
+    from calab.bridge.server import BridgeServer, BridgeSession
+
+    apps._builtin_apps()
+    with BridgeServer(BridgeSession(np.ones((1, 5)), 30.0, get_app("catune"))) as pages:
+        pages.start()
+        page.goto(f"{pages.origin}/pages/catune/index.html")
+        page.locator(".demo summary").click()
+        page.fill("#demo-cells", "4")
+        page.fill("#demo-minutes", "1")
+        page.click("#load-demo")
+        page.wait_for_function(ALL_DONE, timeout=60_000)
+        assert page.locator("#info").inner_text() == "4 cells · 1800 tp · 30 Hz · 1.0 min"
+        assert page.locator("#export-local").is_hidden() and page.locator("#export-python").is_hidden()
+        first = page.locator(".card .uplot").first.bounding_box()["height"]
+        page.fill("#card-height", "400")
+        page.dispatch_event("#card-height", "change")
+        page.wait_for_timeout(200)
+        assert page.locator(".card .uplot").first.bounding_box()["height"] == pytest.approx(first + 120, abs=2)
+    assert page.problems == []

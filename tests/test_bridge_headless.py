@@ -134,3 +134,29 @@ def test_failed_page_leaves_no_process_and_closes_the_socket():
     port = int(url.split("bridge=http://127.0.0.1:")[1].split("&")[0])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))
+
+
+@needs_proc
+def test_headless_browser_inside_a_running_event_loop():
+    """A Jupyter kernel runs an asyncio loop, where Playwright's sync API refuses to work:
+    HeadlessBrowser then drives Chromium from a worker thread, and launch() still works."""
+    import asyncio
+
+    from calab.bridge.apps import launch
+
+    baseline = _descendants()
+    seen = {}
+
+    async def notebook_cell():
+        with HeadlessBrowser() as hb:
+            hb.navigate("data:text/html,<p>inside a loop</p>")
+            seen["text"] = hb.run(lambda page: page.inner_text("p"))
+            seen["during"] = _descendants() - baseline
+            # the whole bridge path, as decon(headless=hb) would use it
+            seen["result"] = launch("catune", np.ones((1, 30)), 30.0, headless=hb, timeout=1.5)
+            seen["url"] = hb.run(lambda page: page.url)
+
+    asyncio.run(notebook_cell())
+    assert seen["text"] == "inside a loop" and len(seen["during"]) >= 2
+    assert seen["result"] is None and "/pages/catune/index.html?bridge=" in seen["url"]
+    assert _wait_gone(seen["during"]) == set()

@@ -275,7 +275,8 @@ def test_solve_endpoint_matches_run_deconvolution_on_the_padded_window(catune_se
     assert status == 200 and reply["start"] == 50 and reply["stop"] == 110
     a, b = padded_window(50, 110, 200, 0.4, 30.0)
     assert reply["padded"] == [a, b] == [0, 170]
-    expected = calab.run_deconvolution_full(TRACES[[2, 0], a:b], 30.0, 0.05, 0.4, 0.1, max_iters=300)
+    expected = calab.run_deconvolution_full(TRACES[[2, 0], a:b], 30.0, 0.05, 0.4, 0.1, max_iters=300,
+                                            conv_mode="banded")
     assert reply["index"] == list(range(50, 110))
     for i, cell in enumerate(reply["cells"]):
         assert cell["cell"] == [2, 0][i] and cell["filtered"] is None

@@ -26,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 _VENV = os.environ.get("CALAB_REFERENCE_VENV")
 REF_PYTHON = Path(os.environ.get("CALAB_REF_PYTHON")
                   or (Path(_VENV) / "bin" / "python" if _VENV else ROOT / ".venv-ref" / "bin" / "python"))
-if not REF_PYTHON.exists() and Path("/work/main/.venv-ref/bin/python").exists():
-    REF_PYTHON = Path("/work/main/.venv-ref/bin/python")
 
 pytestmark = [
     pytest.mark.reference,

@@ -8,11 +8,24 @@ download when it is installed, or a system ``chromium`` / ``chromium-browser`` /
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["HeadlessBrowser", "chromium_launch_options"]
+
+
+def _event_loop_running() -> bool:
+    """True inside a running asyncio loop (a Jupyter kernel), where Playwright's sync API refuses to run."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 #: flags for a system Chromium in a container or CI: no GPU, no sandbox as root, nothing
 #: phoning home
@@ -89,6 +102,14 @@ class HeadlessBrowser:
         self._browser: Any = None
         self._context: Any = None
         self._page: Any = None
+        # Inside a running asyncio loop (Jupyter) Playwright's sync API runs on a thread of
+        # its own; every call below is handed to that thread.
+        self._worker: ThreadPoolExecutor | None = None
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if self._worker is None:
+            return fn()
+        return self._worker.submit(fn).result()
 
     def start(self) -> None:
         """Start Playwright, launch Chromium, open one page.
@@ -98,11 +119,17 @@ class HeadlessBrowser:
         """
         if self._page is not None:
             return
-        try:
+        if self._worker is None and _event_loop_running():
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="calab-playwright")
+
+        def launch() -> None:
             self._pw = self._sync_playwright().start()
             self._browser = self._pw.chromium.launch(**chromium_launch_options(self._pw, not self.visible))
             self._context = self._browser.new_context()
             self._page = self._context.new_page()
+
+        try:
+            self._call(launch)
         except BaseException:
             self.close()
             raise
@@ -111,7 +138,16 @@ class HeadlessBrowser:
         """Navigate the managed page to ``url`` (the same tab is reused)."""
         if self._page is None:
             raise RuntimeError("HeadlessBrowser not started. Call start() or use it as a context manager.")
-        self._page.goto(url, wait_until="domcontentloaded")
+        self._call(lambda: self._page.goto(url, wait_until="domcontentloaded"))
+
+    def run(self, fn: Callable[[Any], T]) -> T:
+        """Call ``fn(page)`` on the thread that owns the browser and return its result.
+
+        Use this instead of :attr:`page` inside a notebook, where Playwright runs on a
+        worker thread (``hb.run(lambda page: page.title())``).
+        """
+        page = self.page
+        return self._call(lambda: fn(page))
 
     def close(self) -> None:
         """Shut down page, context, browser, and Playwright.
@@ -120,6 +156,14 @@ class HeadlessBrowser:
         ``context.close()`` raises) still lets ``browser.close()`` and ``pw.stop()`` run,
         leaving no orphaned Chromium process.  Safe to call twice or before :meth:`start`.
         """
+        try:
+            self._call(self._teardown)
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+
+    def _teardown(self) -> None:
         for handle in (self._context, self._browser):
             if handle is not None:
                 try:
@@ -135,7 +179,7 @@ class HeadlessBrowser:
 
     @property
     def page(self) -> Any:
-        """The Playwright page."""
+        """The Playwright page (in a notebook it belongs to a worker thread: use :meth:`run`)."""
         if self._page is None:
             raise RuntimeError("Browser not started.")
         return self._page
@@ -143,8 +187,10 @@ class HeadlessBrowser:
     @property
     def is_alive(self) -> bool:
         """True while the browser is running and connected."""
+        if self._browser is None:
+            return False
         try:
-            return self._browser is not None and bool(self._browser.is_connected())
+            return bool(self._call(self._browser.is_connected))
         except Exception:  # noqa: BLE001
             return False
 

@@ -219,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             node = node.joinpath("index.html")
         if not node.is_file():
             return self._error(404, f"no such page: {rel}")
-        suffix = PurePosixPath(parts[-1]).suffix if not node.name == "index.html" else ".html"
+        suffix = PurePosixPath(node.name).suffix
         content_type = _STATIC_TYPES.get(suffix) or mimetypes.guess_type(node.name)[0] or "application/octet-stream"
         self._send(200, content_type, node.read_bytes(), (("Cache-Control", "no-cache"),))
 

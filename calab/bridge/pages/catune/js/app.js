@@ -7,7 +7,7 @@
 // then the full solve.
 
 import { BridgeClient, getBridge } from "../../common/bridge.js";
-import { ar2, kernelCurve, peakTime, fwhm, tausFromShape } from "./kernel.js";
+import { ar2, cutoffs, kernelCurve, peakTime, fwhm, tausFromShape } from "./kernel.js";
 import { parseNpy, parseNpz } from "./npy.js";
 import { BridgeSource, LocalSource } from "./sources.js";
 
@@ -22,6 +22,7 @@ const QUICK_ITERS = 100;
 const FULL_ITERS = 2000;
 const ZOOM_S = 20;
 const MINIMAP_ROW_S = 1200;
+let chartHeight = 240; // card height 280 px minus header, minimap and footer
 
 const state = {
   version: "dev",
@@ -46,7 +47,7 @@ const state = {
   pinned: null,
   solveTimer: null,
   // instrumentation read by calab's tests and benchmarks
-  stats: { paramChangeAt: 0, lastSettleMs: null, solves: 0, errors: [] },
+  stats: { paramChangeAt: 0, lastSettleMs: null, solves: 0, cacheHits: 0, errors: [] },
 };
 window.__catune = state;
 
@@ -91,6 +92,8 @@ function setParam(name, value) {
   // a box's "change" on blur repeats the value it already set: nothing to re-solve
   if ([state.peakMs, state.fwhmMs, state.lambda, state.filter].join() === before) return;
   drawKernel();
+  spectrumPlot?.redraw(false);
+  if (sidebarOpen("spectrum")) renderSpectrumStats();
   parametersChanged();
 }
 
@@ -223,6 +226,12 @@ function wireSelection() {
     $("cards").style.setProperty("--cols", state.cols);
     for (const card of state.cards.values()) card.resize();
   };
+  $("card-height").addEventListener("change", (e) => {
+    const height = clamp(Math.round(Number(e.target.value)) || 280, 160, 600);
+    e.target.value = height;
+    chartHeight = height - 40;
+    for (const card of state.cards.values()) card.resize();
+  });
   $("cols-minus").addEventListener("click", () => setCols(state.cols - 1));
   $("cols-plus").addEventListener("click", () => setCols(state.cols + 1));
   setCols(2);
@@ -285,6 +294,7 @@ class Card {
 
   markStale() {
     this.token += 1;
+    this.solved = null;
     this.setBadge("stale", "Stale");
   }
 
@@ -372,6 +382,16 @@ class Card {
   }
 
   windowChanged() {
+    // Pans and zooms inside the solved (padded) range are drawn from the last solve.
+    const solved = this.solved;
+    const [w0, w1] = this.window;
+    if (solved && this.result && this.badge.classList.contains("done") && w0 >= solved.range[0]
+        && w1 <= solved.range[1] && (!solved.decimated || w1 - w0 >= 0.9 * solved.width)) {
+      state.stats.cacheHits += 1;
+      this.show(this.result, true);
+      return;
+    }
+    state.stats.paramChangeAt = performance.now();
     this.markStale();
     scheduleSolve(150);
   }
@@ -389,9 +409,15 @@ class Card {
     const fit = r.fit.map((v, i) => (result.index[i] < transientEnd ? null : fitScale(v)));
     let top = -Infinity;
     let bottom = Infinity;
+    const [w0, w1] = this.window;
     for (const arr of [raw, r.filtered ? filtered : [], fit]) {
-      for (const v of arr) if (v !== null) { top = Math.max(top, v); bottom = Math.min(bottom, v); }
+      arr.forEach((v, i) => {
+        if (v === null || result.index[i] < w0 || result.index[i] > w1) return;
+        top = Math.max(top, v);
+        bottom = Math.min(bottom, v);
+      });
     }
+    if (!Number.isFinite(top)) { top = 1; bottom = -1; }
     const R = Math.max(1, top - bottom);
     const dTop = bottom - 0.03 * R;
     const dBottom = dTop - 0.35 * R;
@@ -418,7 +444,7 @@ class Card {
     const data = this.seriesData(result);
     if (!this.plot) this.createPlot(data); else {
       this.plot.setData(data, false);
-      this.plot.setScale("x", { min: data[0][0], max: data[0][data[0].length - 1] });
+      this.plot.setScale("x", { min: this.window[0] / state.source.fs, max: this.window[1] / state.source.fs });
       this.plot.setScale("y", { min: this.yRange[0], max: this.yRange[1] });
     }
     this.applyVisibility();
@@ -444,7 +470,7 @@ class Card {
     };
     const line = (color, width = 1, dash) => ({ stroke: color, width, points: { show: false }, dash });
     this.plot = new uPlot({
-      width: this.chartWidth, height: 240, legend: { show: false },
+      width: this.chartWidth, height: chartHeight, legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { show: false } },
       scales: { x: { time: false }, y: { auto: false, range: () => card.yRange } },
       axes: [{ label: "Time (s)", size: 34, labelSize: 14 }, { show: false }],
@@ -453,6 +479,7 @@ class Card {
         { ...line(COLORS.deconv, 1, [5, 4]), alpha: 0.65 }],
       hooks: { drawClear: [transientShade] },
     }, data, this.chartEl);
+    this.plot.setScale("x", { min: this.window[0] / state.source.fs, max: this.window[1] / state.source.fs });
     this.plot.setScale("y", { min: this.yRange[0], max: this.yRange[1] });
     this.wirePanZoom();
   }
@@ -525,7 +552,7 @@ class Card {
 
   resize() {
     requestAnimationFrame(() => {
-      this.plot?.setSize({ width: this.chartWidth, height: 240 });
+      this.plot?.setSize({ width: this.chartWidth, height: chartHeight });
       this.drawMinimap();
     });
   }
@@ -537,9 +564,11 @@ class Card {
 }
 
 function setActive(card) {
+  if (state.active === card) return;
   state.active?.el.classList.remove("active");
   state.active = card;
   card.el.classList.add("active");
+  if (sidebarOpen("spectrum")) refreshSidebar();
 }
 
 function refreshCards() {
@@ -561,13 +590,19 @@ function refreshCards() {
     container.append(card.el); // keeps selection order
   }
   $("empty").hidden = cells.length > 0;
-  requestAnimationFrame(() => {
-    for (const card of state.cards.values()) {
+  requestAnimationFrame(async () => {
+    for (const card of [...state.cards.values()]) {
       if (!card.minimapData) card.loadMinimap(); else card.drawMinimap();
       if (!card.result) card.markStale();
     }
     scheduleSolve(0);
+    refreshSidebar();
   });
+}
+
+/** Let the browser handle input and paint before the next chunk of work. */
+function yieldToBrowser() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 // ------------------------------------------------------------------ solving
@@ -606,31 +641,147 @@ async function solveStale() {
   await Promise.all([...groups.values()].map(async (group) => {
     const tokens = group.map((c) => c.token);
     const current = () => group.filter((c, i) => c.token === tokens[i] && state.cards.get(c.cell) === c);
-    for (const iters of [QUICK_ITERS, FULL_ITERS]) {
-      const live = current();
-      if (live.length === 0) return;
-      for (const c of live) if (iters === QUICK_ITERS) c.setBadge("solving", "Solving");
-      const [start, stop] = live[0].window;
-      const points = Math.min(4000, Math.max(200, Math.round(live[0].chartWidth * 1.5)));
-      try {
-        const reply = await state.source.solve({ ...base, cells: live.map((c) => c.cell), start, stop, points,
-          max_iters: iters });
-        state.stats.solves += 1;
-        const final = iters === FULL_ITERS;
-        for (const c of current()) {
-          const cellResult = reply.cells.find((r) => r.cell === c.cell);
-          if (cellResult) c.show({ index: reply.index, cell: cellResult }, final);
-        }
-      } catch (err) {
-        for (const c of current()) c.setBadge("error", "Error");
-        reportError(err);
-        return;
+    const live = current();
+    if (live.length === 0) return;
+    for (const c of live) c.setBadge("solving", "Solving");
+    const [start, stop] = live[0].window;
+    const points = Math.min(4000, Math.max(200, Math.round(live[0].chartWidth * 1.5)));
+    const request = { ...base, cells: live.map((c) => c.cell), start, stop, points, padded_series: true };
+    let finished = false;
+    // The quick pass and the full solve run side by side on the (threaded) server; the
+    // quick one lands first and is replaced when the full one arrives.
+    const pass = async (iters) => {
+      const reply = await state.source.solve({ ...request, max_iters: iters });
+      state.stats.solves += 1;
+      const final = iters === FULL_ITERS;
+      if (!final && finished) return;
+      if (final) finished = true;
+      for (const c of current()) {
+        const cellResult = reply.cells.find((r) => r.cell === c.cell);
+        if (!cellResult) continue;
+        if (final) c.solved = { range: reply.padded, decimated: reply.decimated, width: stop - start };
+        c.show({ index: reply.index, cell: cellResult }, final);
+        await yieldToBrowser(); // one card per task: input stays responsive with 20 cards
       }
+    };
+    try {
+      await Promise.all([pass(QUICK_ITERS), pass(FULL_ITERS)]);
+    } catch (err) {
+      for (const c of current()) c.setBadge("error", "Error");
+      reportError(err);
     }
   }));
+  if (sidebarOpen("metrics")) renderMetrics();
   if ([...state.cards.values()].every((c) => c.badge.classList.contains("done"))) {
     state.stats.lastSettleMs = performance.now() - started;
     $("solve-time").textContent = `re-solved in ${state.stats.lastSettleMs.toFixed(0)} ms`;
+  }
+}
+
+// ------------------------------------------------------------------ sidebar: spectrum, metrics
+let spectrumPlot = null;
+let spectrumTimer = null;
+
+function sidebarOpen(tab) {
+  return !$("sidebar").hidden && !$(`tab-${tab}`).hidden;
+}
+
+function toggleSidebar() {
+  const open = $("sidebar").hidden;
+  $("sidebar").hidden = !open;
+  $("dashboard").classList.toggle("with-sidebar", open);
+  for (const card of state.cards.values()) card.resize();
+  refreshSidebar();
+}
+
+function refreshSidebar() {
+  if (sidebarOpen("metrics")) renderMetrics();
+  if (sidebarOpen("spectrum")) {
+    clearTimeout(spectrumTimer);
+    spectrumTimer = setTimeout(renderSpectrum, 250);
+  }
+}
+
+function passBand(u) {
+  if (!state.filter) return;
+  const { tauRise, tauDecay } = taus();
+  const { hp, lp } = cutoffs(tauRise, tauDecay, state.source.fs);
+  const ctx = u.ctx;
+  const x0 = u.valToPos(hp, "x", true);
+  const x1 = u.valToPos(lp, "x", true);
+  ctx.save();
+  ctx.fillStyle = "rgba(0,158,115,0.10)";
+  ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
+  ctx.setLineDash([4, 3]);
+  ctx.strokeStyle = "#009e73";
+  ctx.textAlign = "left";
+  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.fillStyle = "#007a59";
+  for (const [x, label] of [[x0, "HP"], [x1, "LP"]]) {
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.fillText(label, x + 3, u.bbox.top + 12 * devicePixelRatio);
+  }
+  ctx.restore();
+}
+
+function renderSpectrumStats() {
+  const { tauRise, tauDecay } = taus();
+  const { hp, lp } = cutoffs(tauRise, tauDecay, state.source.fs);
+  $("spectrum-stats").textContent = `Fs ${state.source.fs} Hz · HP ${hp.toFixed(3)} Hz · LP ${lp.toFixed(1)} Hz`;
+}
+
+async function renderSpectrum() {
+  const cells = [...state.cards.keys()];
+  renderSpectrumStats();
+  if (!state.source.spectrum || cells.length === 0) {
+    $("spectrum-chart").textContent = "The spectrum needs a bridge session.";
+    return;
+  }
+  const active = state.active && state.cards.has(state.active.cell) ? state.active.cell : cells[0];
+  try {
+    const s = await state.source.spectrum([active, ...cells.filter((c) => c !== active)]);
+    const data = [s.freq, s.active, s.average];
+    if (spectrumPlot) {
+      spectrumPlot.setData(data);
+      return;
+    }
+    spectrumPlot = new uPlot({
+      width: 306, height: 280, legend: { show: false },
+      scales: { x: { time: false, distr: 3 } },
+      axes: [{ label: "Frequency (Hz)", size: 34, labelSize: 14 }, { label: "Power (dB)", size: 44, labelSize: 14 }],
+      series: [{ label: "Hz" }, { label: "active cell", stroke: "#2563eb", width: 1.5, points: { show: false } },
+        { label: "average", stroke: "#9ca3af", width: 1.5, points: { show: false } }],
+      hooks: { draw: [passBand] },
+    }, data, $("spectrum-chart"));
+  } catch (err) {
+    reportError(err);
+  }
+}
+
+function renderMetrics() {
+  const rows = [...state.cards.values()].filter((c) => c.result).map((c) => c.result.cell)
+    .sort((a, b) => b.snr - a.snr);
+  const mean = (xs) => (xs.length ? xs.reduce((p, v) => p + v, 0) / xs.length : 0);
+  $("metrics-summary").textContent =
+    `Avg SNR ${mean(rows.map((r) => r.snr)).toFixed(1)} · Avg R² ${mean(rows.map((r) => r.r2)).toFixed(3)} · Cells ${rows.length}`;
+  const quality = (snr) => (snr >= 5 ? "good" : snr >= 2 ? "fair" : "poor");
+  $("metrics-table").querySelector("tbody").innerHTML = rows.map((r) =>
+    `<tr><td><span class="dot ${quality(r.snr)}" style="display:inline-block"></span> ${r.cell + 1}</td>`
+    + `<td>${r.snr.toFixed(1)}</td><td>${r.r2.toFixed(3)}</td><td>${(100 * r.sparsity).toFixed(1)}%</td></tr>`).join("");
+}
+
+function wireSidebar() {
+  $("sidebar-toggle").addEventListener("click", toggleSidebar);
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("selected", t === tab);
+      $("tab-spectrum").hidden = tab.dataset.tab !== "spectrum";
+      $("tab-metrics").hidden = tab.dataset.tab !== "metrics";
+      refreshSidebar();
+    });
   }
 }
 
@@ -728,8 +879,9 @@ function showDashboard(source) {
     .filter(Boolean).join(" · ");
   $("filter-toggle").disabled = !source.filterAvailable;
   $("export-python").hidden = !state.client;
-  $("export-local").hidden = Boolean(state.client);
+  $("export-local").hidden = Boolean(state.client) || Boolean(state.demo); // no export of demo data
   $("change-data").hidden = Boolean(state.client);
+  $("sidebar-toggle").hidden = false;
   syncParamInputs();
   drawKernel();
   return source.overview().then((overview) => {
@@ -740,6 +892,7 @@ function showDashboard(source) {
 
 function wireDashboard() {
   wireParams();
+  wireSidebar();
   $("pin").addEventListener("click", togglePin);
   $("export-python").addEventListener("click", exportToPython);
   $("export-local").addEventListener("click", exportLocally);
@@ -762,6 +915,8 @@ async function loadFile(file) {
   try {
     const buffer = await file.arrayBuffer();
     const name = file.name.toLowerCase();
+    const kb = file.size / 1024;
+    $("load-status").textContent = `Loaded ${file.name} (${kb >= 1024 ? `${(kb / 1024).toFixed(1)} MB` : `${kb.toFixed(1)} KB`})`;
     let arrays;
     if (name.endsWith(".npy")) arrays = [{ name: file.name, ...parseNpy(buffer) }];
     else if (name.endsWith(".npz")) arrays = await parseNpz(buffer);
@@ -844,7 +999,54 @@ function validate() {
   $("open-dashboard").disabled = errors.length > 0;
 }
 
+/** Synthetic recording: Poisson spikes through the indicator's kernel, drift-free, Gaussian noise. */
+function demoData() {
+  const [tauRise, tauDecay] = $("demo-indicator").value.split(",").map(Number);
+  const cells = clamp(Math.round(Number($("demo-cells").value)) || 100, 1, 200);
+  const fps = clamp(Number($("demo-fps").value) || 30, 1, 120);
+  const minutes = clamp(Number($("demo-minutes").value) || 15, 0.5, 60);
+  const noise = Number($("demo-noise").value);
+  const rate = Number($("demo-rate").value);
+  let seed = (Math.round(Number($("demo-seed").value)) >>> 0) || 42;
+  const random = () => { // mulberry32: reproducible for a given seed
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const gauss = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
+  const T = Math.round(minutes * 60 * fps);
+  const { g1, g2 } = ar2(tauRise, tauDecay, fps);
+  // peak of the recursion's impulse response, so one spike is a transient of height ~0.5
+  let peak = 0;
+  for (let t = 0, a = 1, b = 0; t < 5 * tauDecay * fps + 2; t++) {
+    peak = Math.max(peak, a);
+    [a, b] = [g1 * a + g2 * b, a];
+  }
+  const data = new Float64Array(cells * T);
+  for (let c = 0; c < cells; c++) {
+    const amp = 0.8 + 0.4 * random();
+    let c1 = 0;
+    let c2 = 0;
+    for (let t = 0; t < T; t++) {
+      const s = random() < rate / fps ? 1 : 0;
+      const ca = g1 * c1 + g2 * c2 + s;
+      c2 = c1;
+      c1 = ca;
+      data[c * T + t] = 1 + (0.5 * amp * ca) / peak + noise * gauss();
+    }
+  }
+  return { data, cells, T, fps };
+}
+
 function wireWizard() {
+  $("load-demo").addEventListener("click", () => {
+    const { data, cells, T, fps } = demoData();
+    state.fileName = null;
+    state.demo = true;
+    showDashboard(new LocalSource(data, cells, T, fps)).catch(reportError);
+  });
   const drop = $("dropzone");
   $("file-input").addEventListener("change", (e) => e.target.files[0] && loadFile(e.target.files[0]));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });

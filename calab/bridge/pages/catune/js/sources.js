@@ -28,6 +28,10 @@ export class BridgeSource {
   async solve(request, signal) {
     return this.client.postJSON(`${COMPUTE}/solve`, request, { signal });
   }
+
+  async spectrum(cells) {
+    return this.client.getJSON(`${COMPUTE}/spectrum?cells=${cells.join(",")}`);
+  }
 }
 
 function minmax(values, points) {
@@ -101,10 +105,12 @@ export class LocalSource {
       const resid = raw.map((v, i) => v - fitV[i]);
       const mean = raw.reduce((p, v) => p + v, 0) / raw.length;
       const std = Math.sqrt(raw.reduce((p, v) => p + (v - mean) ** 2, 0) / raw.length);
+      const ssRes = resid.reduce((p, v) => p + v * v, 0);
+      const ssTot = raw.reduce((p, v) => p + (v - mean) ** 2, 0);
       const dec = (arr) => minmax(arr, req.points).values;
       return {
         cell, raw: dec(raw), filtered: null, fit: dec(fitV), deconv: dec(deconv), resid: dec(resid),
-        raw_mean: mean, raw_std: std, snr: snr(y), r2: 0, sparsity: deconv.filter((v) => Math.abs(v) < 1e-6).length / deconv.length,
+        raw_mean: mean, raw_std: std, snr: snr(y), r2: ssTot > 0 ? 1 - ssRes / ssTot : 0, sparsity: deconv.filter((v) => Math.abs(v) < 1e-6).length / deconv.length,
         iterations: Math.min(req.max_iters, 500), converged: true,
       };
     });
