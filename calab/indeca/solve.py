@@ -153,7 +153,11 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
             peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
             inverse = np.where(peak > 1e-10, (1.0 / np.where(peak > 1e-10, peak, 1.0)), 1.0).astype(np.float32)
             xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
-            found = search_thresholds(backend, forward, xhat, target, pad, factor, noise_sigma=None if sigma is None else sigma[live])
+            found = search_thresholds(
+                backend, forward, xhat, target, pad, factor,
+                noise_sigma=None if sigma is None else sigma[live],
+                ar2=None if plan.kernel_spectrum is not None else plan.ar2,
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
             if sigma is None:
