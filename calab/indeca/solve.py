@@ -1,0 +1,424 @@
+"""``solve_trace`` / ``solve_traces``: the single-trace InDeCa pipeline, batched over cells.
+
+Spec ``indeca.md`` §2: upsample → band-pass (optional) → rolling-baseline removal → scale
+loop of (box-constrained FISTA at the upsampled rate → peak normalisation → threshold
+search) → counts at the original rate.  All cells of one length run as one
+``(n_cells, T·u)`` batch; per-cell state of the scale loop (current amplitude, best round,
+done flag) lives in arrays and finished cells are dropped from later rounds.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+
+from calab.indeca._fista import solve_box01
+from calab.indeca.filtering import filter_batch, noise_sigma
+from calab.indeca.resample import (
+    average_downsample,
+    binary_to_counts,
+    counts_to_binary,
+    upsample_factor_ok,
+    upsample_traces,
+)
+from calab.indeca.results import SolveTraceResult, SolveTracesResult
+from calab.indeca.threshold import interior_bounds, search_thresholds
+from calab.kernel import format_number, validate_parameters
+
+__all__ = ["solve_trace", "solve_traces", "MAX_SCALE_ROUNDS", "SCALE_RTOL"]
+
+MAX_SCALE_ROUNDS = 10
+SCALE_RTOL = 0.05
+#: working-set budget of one row block (bytes), before the free-memory cap
+BLOCK_BUDGET = 1 << 30
+#: bytes per upsampled sample a block needs (a dozen float32 arrays and float64 temporaries)
+BYTES_PER_SAMPLE = 96
+
+
+def _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lambda_) -> tuple:
+    validate_parameters(fs, tau_rise, tau_decay, lambda_)
+    factor = upsample_factor_ok(upsample_factor)
+    try:
+        iters = float(max_iters)
+    except (TypeError, ValueError):
+        raise TypeError(f"invalid parameter: max_iters must be an integer >= 0, got {max_iters!r}") from None
+    if not (math.isfinite(iters) and iters >= 0 and iters == int(iters)):
+        raise ValueError(f"invalid parameter: max_iters must be a whole number >= 0, got {format_number(iters)}")
+    try:
+        tol_value = float(tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"invalid parameter: tol must be a real number, got {tol!r}") from None
+    if not (math.isfinite(tol_value) and tol_value >= 0):
+        raise ValueError(f"invalid parameter: tol must be finite and >= 0, got {format_number(tol_value)}")
+    return float(tau_rise), float(tau_decay), float(fs), factor, int(iters), tol_value, float(lambda_)
+
+
+def _host(array: Any) -> Any:
+    """Host copy of a device array (CuPy arrays have ``get()``; NumPy/JAX convert directly)."""
+    fetch = getattr(array, "get", None)
+    return fetch() if callable(fetch) and not isinstance(array, dict) else array
+
+
+def _as_trace(array: Any, what: str) -> np.ndarray:
+    array = _host(array)
+    try:
+        trace = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be a numeric array: {exc}") from None
+    if trace.ndim != 1:
+        raise ValueError(
+            f"{what} must be 1-D (n_timepoints,), got shape {tuple(trace.shape)}; "
+            "use calab.solve_traces for a (n_cells, n_timepoints) batch"
+        )
+    if trace.size == 0:
+        raise ValueError(f"{what} is empty; pass at least one sample")
+    bad = np.flatnonzero(~np.isfinite(trace))
+    if bad.size:
+        raise ValueError(f"input array contains a non-finite value (NaN or infinity) at index {bad[0]}")
+    return trace
+
+
+def _set_rows(array: Any, rows: np.ndarray, values: Any) -> Any:
+    """``array[rows] = values`` for mutable arrays, ``array.at[rows].set(values)`` for JAX."""
+    if hasattr(array, "at"):
+        return array.at[rows].set(values)
+    array[rows] = values
+    return array
+
+
+def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: dict) -> dict:
+    """Whole pipeline for a dense ``(B, T)`` block of equal-length traces; host outputs."""
+    from calab.fista import make_operator, make_plan
+    from calab.filters import rolling_baseline
+
+    xp = backend.xp
+    tau_rise, tau_decay, fs = params["tau_rise"], params["tau_decay"], params["fs"]
+    factor = params["factor"]
+    fs_up = fs * factor
+    rows, length = raw.shape
+    n = length * factor
+    with backend.precision_scope():
+        raw_d = backend.asarray(raw.astype(np.float32), dtype=np.float32)
+        x_up = upsample_traces(xp, raw_d, factor)
+        work = x_up
+        if params["hp"] or params["lp"]:
+            work = filter_batch(backend, work, tau_rise, tau_decay, fs_up, params["hp"], params["lp"])
+        work = (work - rolling_baseline(backend, work, tau_decay, fs_up)).astype(xp.float32)
+
+        pad = min(math.ceil(2.0 * tau_decay * fs_up), n // 4)
+        lo, hi = interior_bounds(n, pad)
+        inner = work[:, lo:hi]
+        spread = np.asarray(backend.to_numpy(xp.max(inner, axis=1)), dtype=np.float64) - np.asarray(
+            backend.to_numpy(xp.min(inner, axis=1)), dtype=np.float64
+        )
+        alpha_est = np.where(spread < 1e-10, 1.0, spread)
+
+        warm_up = None
+        if warm is not None:
+            warm_up = backend.asarray(counts_to_binary(warm, factor, n), dtype=np.float32)
+        sigma = None
+        if params["noise_constrained"]:
+            sigma = noise_sigma(backend, raw_d, factor, tau_rise, tau_decay, fs_up, params["hp"], params["lp"])
+
+        plan = make_plan(backend, n, fs_up, tau_rise, tau_decay, "banded", "box01", params["max_iters"])
+        forward = make_operator(backend, plan).forward
+        shrink = np.float32(plan.step * (params["lambda_"] * plan.dc_gain))
+
+        best_counts = np.zeros((rows, length), dtype=np.float32)
+        best_alpha = np.zeros(rows)
+        best_base = np.zeros(rows)
+        best_theta = np.zeros(rows)
+        best_pve = np.full(rows, -np.inf)
+        best_error = np.full(rows, np.inf)
+        best_iterations = np.zeros(rows, dtype=np.int64)
+        best_converged = np.zeros(rows, dtype=bool)
+        kept_any = np.zeros(rows, dtype=bool)
+        live = np.arange(rows)
+        for round_index in range(MAX_SCALE_ROUNDS):
+            if live.size == 0:
+                break
+            live_d = backend.asarray(live, dtype=np.int64)
+            target = work[live_d] if live.size < rows else work
+            scale = backend.asarray((1.0 / alpha_est[live]).astype(np.float32), dtype=np.float32)
+            z = target * scale[:, None]
+            start = None
+            if round_index == 0 and warm_up is not None:
+                start = warm_up[live_d] if live.size < rows else warm_up
+            threshold = backend.asarray(np.full(live.size, shrink, dtype=np.float32), dtype=np.float32)
+            outcome = solve_box01(backend, plan, z, threshold, params["tol"], params["max_iters"], start)
+            x = outcome.x
+            peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
+            inverse = np.where(peak > 1e-10, (1.0 / np.where(peak > 1e-10, peak, 1.0)), 1.0).astype(np.float32)
+            xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
+            found = search_thresholds(
+                backend, forward, xhat, target, pad, factor,
+                noise_sigma=None if sigma is None else sigma[live],
+                ar2=None if plan.kernel_spectrum is not None else plan.ar2,
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
+            if sigma is None:
+                better = found.pve > best_pve[live]
+            else:
+                better = error < best_error[live]
+            better |= ~kept_any[live]
+            if better.any():
+                take = live[better]
+                take_d = backend.asarray(np.flatnonzero(better), dtype=np.int64)
+                counts = binary_to_counts(xp, found.binary[take_d], factor)
+                best_counts[take] = np.asarray(backend.to_numpy(counts), dtype=np.float32)
+                best_alpha[take] = found.alpha[better]
+                best_base[take] = found.baseline[better]
+                best_theta[take] = found.threshold[better]
+                best_pve[take] = found.pve[better]
+                best_error[take] = error[better]
+                best_iterations[take] = outcome.iterations[better]
+                best_converged[take] = outcome.converged[better]
+                kept_any[take] = True
+            finished = (error < SCALE_RTOL) | (found.alpha < 1e-10)
+            alpha_est[live[~finished]] = found.alpha[~finished]
+            live = live[~finished]
+        filtered = np.asarray(backend.to_numpy(average_downsample(xp, work, factor)), dtype=np.float32)
+    return {
+        "s_counts": best_counts,
+        "alpha": best_alpha,
+        "baseline": best_base,
+        "threshold": best_theta,
+        "pve": np.where(np.isfinite(best_pve), best_pve, 0.0),
+        "iterations": best_iterations,
+        "converged": best_converged,
+        "filtered_trace": filtered[:, :length],
+    }
+
+
+def _row_blocks(backend: Any, rows: int, n_up: int) -> list[np.ndarray]:
+    """Split rows into blocks: one per worker thread on the CPU, bounded by memory."""
+    budget = min(BLOCK_BUDGET, backend.free_memory_bytes() // 4)
+    per_block = max(1, budget // max(1, n_up * BYTES_PER_SAMPLE))
+    workers = 1 if backend.compiles_loops or backend.is_gpu else max(1, int(getattr(backend, "workers", 1)))
+    per_block = min(per_block, max(1, -(-rows // workers)))
+    return [np.arange(s, min(rows, s + per_block)) for s in range(0, rows, per_block)]
+
+
+def solve_traces(
+    traces: Any,
+    tau_rise: float,
+    tau_decay: float,
+    fs: float,
+    *,
+    upsample_factor: int = 1,
+    max_iters: int = 500,
+    tol: float = 1e-4,
+    hp_enabled: bool = False,
+    lp_enabled: bool = False,
+    warm_counts: Any = None,
+    lambda_: float = 0.0,
+    noise_constrained: bool = False,
+    backend: str | None = None,
+) -> SolveTracesResult:
+    """Run the InDeCa pipeline on many traces at once.
+
+    Parameters
+    ----------
+    traces : array_like, shape (n_cells, T), or sequence of 1-D arrays
+        Calcium traces; a list may hold traces of different lengths (each length is
+        solved as its own batch).
+    tau_rise, tau_decay : float
+        Kernel time constants in seconds, ``0 < tau_rise < tau_decay``.
+    fs : float
+        Sampling rate in Hz.
+    upsample_factor : int
+        Upsampling multiplier ``u >= 1`` (the solve runs at ``u·fs``).
+    max_iters : int
+        FISTA iteration cap per scale round (rounded up to a multiple of 50).
+    tol : float
+        FISTA relative tolerance.
+    hp_enabled, lp_enabled : bool
+        Band-pass the upsampled trace (high-pass at ``1/(2π·16·τd)``, low-pass at
+        ``4/(2π·τr)``).
+    warm_counts : array_like or sequence, optional
+        Counts from a previous solve per cell (same shape as ``traces``); a row (or list
+        entry) of the wrong length, or None in a list, means no warm start for that cell.
+    lambda_ : float
+        L1 sparsity weight (``>= 0``).
+    noise_constrained : bool
+        Select thresholds by the noise-floor rule instead of maximum PVE.
+    backend : str, optional
+        ``"numpy"``, ``"jax"``, ``"cupy"`` or None (resolve as everywhere in calab).
+
+    Returns
+    -------
+    SolveTracesResult
+        Per-cell ``s_counts`` and ``filtered_trace`` (``(n_cells, T)`` float32, or lists
+        for ragged input) and ``(n_cells,)`` ``alpha``, ``baseline``, ``threshold``,
+        ``pve`` (float64), ``iterations`` (int64), ``converged`` (bool).
+
+    Raises
+    ------
+    ValueError
+        Invalid parameters, NaN/inf in a trace, an empty trace, or a dense input that is
+        not 1-D/2-D.
+    TypeError
+        Non-numeric input.
+    """
+    from calab.backends import resolve_backend
+
+    params = dict(zip(
+        ("tau_rise", "tau_decay", "fs", "factor", "max_iters", "tol", "lambda_"),
+        _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lambda_),
+    ))
+    params.update(hp=bool(hp_enabled), lp=bool(lp_enabled), noise_constrained=bool(noise_constrained))
+    ragged = isinstance(traces, (list, tuple))
+    if ragged:
+        rows = [_as_trace(t, f"traces[{i}]") for i, t in enumerate(traces)]
+    else:
+        dense = np.asarray(_host(traces), dtype=np.float64)
+        if dense.ndim == 1:
+            dense = dense[None, :]
+        if dense.ndim != 2:
+            raise ValueError(
+                f"traces must be 2-D (n_cells, n_timepoints) or a list of 1-D traces, got shape {tuple(dense.shape)}"
+            )
+        rows = [_as_trace(dense[i], f"traces[{i}]") for i in range(dense.shape[0])]
+    warm_rows: list[np.ndarray | None] = [None] * len(rows)
+    if warm_counts is not None:
+        if isinstance(warm_counts, (list, tuple)):
+            if len(warm_counts) != len(rows):
+                raise ValueError(
+                    f"warm_counts has {len(warm_counts)} entries but there are {len(rows)} traces; "
+                    "pass one entry (or None) per trace"
+                )
+            entries = warm_counts
+        else:
+            block = np.asarray(warm_counts, dtype=np.float64)
+            if block.ndim == 1 and len(rows) == 1:
+                block = block[None, :]
+            if block.ndim != 2 or block.shape[0] != len(rows):
+                raise ValueError(
+                    f"warm_counts must have one row per trace ({len(rows)}), got shape {tuple(block.shape)}"
+                )
+            entries = list(block)
+        for i, entry in enumerate(entries):
+            if entry is None:
+                continue
+            counts = np.asarray(entry, dtype=np.float64).ravel()
+            # the reference silently ignores a warm start of the wrong length
+            if counts.size == rows[i].size and np.all(np.isfinite(counts)):
+                warm_rows[i] = counts
+    chosen = resolve_backend(backend, traces if not ragged else None)
+    n_cells = len(rows)
+    out = {
+        "alpha": np.zeros(n_cells),
+        "baseline": np.zeros(n_cells),
+        "threshold": np.zeros(n_cells),
+        "pve": np.zeros(n_cells),
+        "iterations": np.zeros(n_cells, dtype=np.int64),
+        "converged": np.zeros(n_cells, dtype=bool),
+    }
+    counts_out: list[np.ndarray | None] = [None] * n_cells
+    filtered_out: list[np.ndarray | None] = [None] * n_cells
+    lengths = np.array([r.size for r in rows], dtype=np.int64)
+    jobs = []
+    for length in np.unique(lengths):
+        members = np.flatnonzero(lengths == length)
+        for block in _row_blocks(chosen, members.size, int(length) * params["factor"]):
+            jobs.append(members[block])
+
+    def run(members: np.ndarray) -> tuple[np.ndarray, dict]:
+        raw = np.stack([rows[i] for i in members])
+        warm = None
+        if any(warm_rows[i] is not None for i in members):
+            warm = np.stack([warm_rows[i] if warm_rows[i] is not None else np.zeros(rows[i].size) for i in members])
+        return members, _solve_block(chosen, raw, warm, params)
+
+    workers = 1 if chosen.compiles_loops or chosen.is_gpu else max(1, int(getattr(chosen, "workers", 1)))
+    if workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calab-indeca") as pool:
+            results = list(pool.map(run, jobs))
+    else:
+        results = [run(job) for job in jobs]
+    for members, block in results:
+        for key in out:
+            out[key][members] = block[key]
+        for j, i in enumerate(members):
+            counts_out[i] = block["s_counts"][j]
+            filtered_out[i] = block["filtered_trace"][j]
+    if ragged:
+        s_counts, filtered = counts_out, filtered_out
+    else:
+        s_counts = np.stack(counts_out) if n_cells else np.zeros((0, 0), np.float32)
+        filtered = np.stack(filtered_out) if n_cells else np.zeros((0, 0), np.float32)
+    return SolveTracesResult(s_counts, out["alpha"], out["baseline"], out["threshold"], out["pve"], out["iterations"], out["converged"], filtered)
+
+
+def solve_trace(
+    trace: np.ndarray,
+    tau_rise: float,
+    tau_decay: float,
+    fs: float,
+    *,
+    upsample_factor: int = 1,
+    max_iters: int = 500,
+    tol: float = 1e-4,
+    hp_enabled: bool = False,
+    lp_enabled: bool = False,
+    warm_counts: np.ndarray | None = None,
+    lambda_: float = 0.0,
+    noise_constrained: bool = False,
+    backend: str | None = None,
+) -> SolveTraceResult:
+    """Run the InDeCa pipeline on a single trace.
+
+    Parameters
+    ----------
+    trace : np.ndarray
+        1-D calcium trace, shape ``(n_timepoints,)``.
+    tau_rise, tau_decay : float
+        Time constants in seconds.
+    fs : float
+        Sampling rate in Hz.
+    upsample_factor : int
+        Upsampling multiplier (1 = no upsampling).
+    max_iters : int
+        Maximum FISTA iterations.
+    tol : float
+        Convergence tolerance.
+    hp_enabled, lp_enabled : bool
+        Enable high-pass / low-pass filtering.
+    warm_counts : np.ndarray, optional
+        Spike counts from a previous iteration (at original rate) for warm-start; ignored
+        if its length differs from the trace's.
+    lambda_ : float
+        L1 sparsity penalty.
+    noise_constrained : bool
+        Pick the threshold by the noise-floor rule instead of maximum PVE.
+    backend : str, optional
+        Compute backend (see :mod:`calab.backends`).
+
+    Returns
+    -------
+    SolveTraceResult
+        ``s_counts`` ``(n_timepoints,)`` float32, ``alpha``, ``baseline``, ``threshold``,
+        ``pve`` (float), ``iterations`` (int), ``converged`` (bool).
+
+    Raises
+    ------
+    ValueError
+        ``0 < tau_rise < tau_decay``, ``fs > 0``, ``upsample_factor >= 1``, ``lambda_ >= 0``,
+        ``tol >= 0`` violated; NaN/inf in the trace; a trace that is not 1-D.
+    """
+    values = _as_trace(trace, "trace")
+    warm = None
+    if warm_counts is not None:
+        warm_values = np.asarray(warm_counts, dtype=np.float64).ravel()
+        warm = [warm_values]
+    result = solve_traces(
+        [values], tau_rise, tau_decay, fs,
+        upsample_factor=upsample_factor, max_iters=max_iters, tol=tol, hp_enabled=hp_enabled,
+        lp_enabled=lp_enabled, warm_counts=warm, lambda_=lambda_, noise_constrained=noise_constrained,
+        backend=backend,
+    )
+    return result.cell(0)
