@@ -190,3 +190,42 @@ def test_given_starting_kernel_and_peaks_initialization(population):
     peaks = run_cadecon(traces, 30.0, **FAST, initialization="peaks")
     assert peaks.metadata["initialization"]["method"] == "peaks"
     assert peaks.metadata["tau_decay"] == pytest.approx(0.6, rel=0.3)
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_cadecon_native_writes_both_outputs(tmp_path, population, capsys):
+    import json
+
+    from calab import cli
+
+    calab.save_for_tuning(population[0][:8, :900], 30.0, tmp_path / "rec")
+    stem = tmp_path / "out"
+    code = cli.main(["cadecon", str(tmp_path / "rec"), "--native", "-o", str(stem), "--max-iterations", "2",
+                     "--num-subsets", "3", "--backend", "numpy"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Activity shape: (8, 900)" in captured.out and "Sampling rate: 30.0 Hz" in captured.out
+    assert "Learned kernel" in captured.err
+    activity = np.load(f"{stem}_activity.npy")
+    assert activity.shape == (8, 900) and activity.dtype == np.float32
+    summary = json.loads((tmp_path / "out_results.json").read_text())
+    assert set(summary) == {"alphas", "baselines", "pves", "fs", "kernel_slow_length", "kernel_fast_length", "metadata"}
+    assert summary["metadata"]["num_iterations"] <= 2 and "continuous_activity" not in summary["metadata"]
+    # existing outputs are not replaced without --force
+    assert cli.main(["cadecon", str(tmp_path / "rec"), "--native", "-o", str(stem)]) == 1
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_cadecon_interrupt_leaves_no_files(tmp_path, monkeypatch, capsys):
+    from calab import cli
+    from calab.cadecon import loop
+
+    np.save(tmp_path / "t.npy", np.random.default_rng(0).standard_normal((3, 200)))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_run", interrupted)
+    code = cli.main(["cadecon", str(tmp_path / "t.npy"), "--native", "-o", str(tmp_path / "x")])
+    assert code == 130 and "Interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npy"]

@@ -50,6 +50,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "u300": {"upsample_target": 300},
     "patience2": {"patience": 2},
     "maxit6": {"max_iterations": 6},
+    # full trajectories for choosing the stopping rule offline (the trail does not depend on it)
+    "trail100": {"upsample_target": 100, "max_iterations": 10, "convergence_tol": 1e-9},
+    "trail300": {"upsample_target": 300, "max_iterations": 10, "convergence_tol": 1e-9},
 }
 
 
@@ -62,6 +65,11 @@ SUITES: dict[str, list[dict[str, Any]]] = {
     "quick": [
         scenario("gcamp6f", "gcamp6f"),
         scenario("gcamp6f x3 fast", "gcamp6f", speed=3.0),
+    ],
+    "rules": [
+        scenario("gcamp6f", "gcamp6f"),
+        scenario("gcamp6s", "gcamp6s"),
+        scenario("jgcamp8f x3", "jgcamp8f", speed=3.0),
     ],
     "done": [
         scenario("gcamp6f", "gcamp6f"),
@@ -153,6 +161,7 @@ def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: flo
             peak = tau_to_shape(meta["tau_rise"], meta["tau_decay"])[0]
             row.update(tau_rise=meta["tau_rise"], tau_decay=meta["tau_decay"],
                        tau_decay_err=meta["tau_decay"] / true[1] - 1, peak_err=peak / true_peak - 1)
+        row["trail"] = [(h["iteration"], h.get("tau_rise"), h.get("tau_decay"), h.get("kernel_rmse")) for h in meta["history"]]
         counts = result.activity if meta["activity_kind"] == "counts" else meta["counts"]
         continuous = result.activity if meta["activity_kind"] == "continuous" else meta["continuous_activity"]
         row["counts_corr"] = spike_correlation(counts, spikes, fs)
