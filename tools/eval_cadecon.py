@@ -43,7 +43,8 @@ from calab.cadecon.shape import tau_to_shape  # noqa: E402
 #: (§6: peak seeding, its defaults); "default" is whatever DeconConfig() resolves to.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "spec": {"initialization": "peaks", "num_subsets": 8, "patience": 3, "min_iterations": 2, "selection_window": 5},
+    "spec": {"initialization": "peaks", "upsample_target": 300, "max_iterations": 20, "convergence_tol": 0.005,
+             "patience": 3, "min_iterations": 2, "selection_window": 5, "activity": "counts"},
     "peaks": {"initialization": "peaks"},
     "autocov": {"initialization": "autocovariance"},
     "u100": {"upsample_target": 100},
@@ -77,9 +78,10 @@ SUITES: dict[str, list[dict[str, Any]]] = {
         scenario("jgcamp8f", "jgcamp8f"),
         scenario("ogb1", "ogb1"),
         scenario("gcamp6f x3, preset start", "gcamp6f", speed=3.0, start="preset"),
-        scenario("gcamp6s x3, preset start", "gcamp6s", speed=3.0, start="preset"),
         scenario("gcamp6f x3", "gcamp6f", speed=3.0),
         scenario("gcamp6s x3", "gcamp6s", speed=3.0),
+        scenario("ogb1 x3", "ogb1", speed=3.0),
+        scenario("gcamp6s x3, preset start", "gcamp6s", speed=3.0, start="preset"),
     ],
     "held-out": [
         scenario("gcamp6m", "gcamp6m"),
