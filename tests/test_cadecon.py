@@ -229,3 +229,15 @@ def test_cli_cadecon_interrupt_leaves_no_files(tmp_path, monkeypatch, capsys):
     code = cli.main(["cadecon", str(tmp_path / "t.npy"), "--native", "-o", str(tmp_path / "x")])
     assert code == 130 and "Interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npy"]
+
+
+@pytest.mark.slow
+def test_numpy_and_jax_learn_the_same_kernel(population):
+    pytest.importorskip("jax")
+    traces = population[0][:10, :900]
+    settings = dict(FAST, max_iterations=2, num_subsets=3)
+    taus = {}
+    for backend in ("numpy", "jax"):
+        meta = run_cadecon(traces, 30.0, **{**settings, "backend": backend}).metadata
+        taus[backend] = (meta["tau_rise"], meta["tau_decay"])
+    assert taus["jax"] == pytest.approx(taus["numpy"], rel=0.02)
