@@ -64,13 +64,6 @@ _LAZY_EXPORTS: dict[str, str] = {
     "HeadlessBrowser": "calab.bridge",
     "BridgeVersionError": "calab.bridge",
     "BridgeVersionWarning": "calab.bridge",
-    # automated deconvolution (CaDecon loop, issue #10)
-    "run_cadecon": "calab.cadecon",
-    "DeconConfig": "calab.cadecon",
-    "CaDeconResult": "calab.cadecon",
-    "CaDeconProgress": "calab.cadecon",
-    "CaDeconControl": "calab.cadecon",
-    "CaDeconWarning": "calab.cadecon",
     # InDeCa building blocks
     "solve_trace": "calab.indeca",
     "solve_traces": "calab.indeca",
@@ -85,6 +78,13 @@ _LAZY_EXPORTS: dict[str, str] = {
     "BiexpFitResults": "calab.indeca",
     "SeedResult": "calab.indeca",
     "KernelSubset": "calab.indeca",
+    # automated deconvolution (CaDecon loop, issue #10)
+    "run_cadecon": "calab.cadecon",
+    "DeconConfig": "calab.cadecon",
+    "CaDeconResult": "calab.cadecon",
+    "CaDeconProgress": "calab.cadecon",
+    "CaDeconControl": "calab.cadecon",
+    "CaDeconWarning": "calab.cadecon",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -292,6 +292,10 @@ def test_demo_reports_accuracy_against_ground_truth():
     assert inferred > 0.6 and inferred > raw + 0.2
     assert re.search(r"done in [\d.]+ s: [\d,]+ samples/s", result.stdout)
     assert "backend 'numpy'" in result.stdout
+    # the automated path: a learned kernel next to the true one, with both accuracies
+    learned = re.search(r"learned: tau_rise ([\d.]+) s, tau_decay ([\d.]+) s", result.stdout)
+    assert learned and 0.3 < float(learned.group(2)) < 1.2
+    assert re.search(r"at the learned kernel\): [\d.]+\s+vs FISTA with the true kernel: [\d.]+", result.stdout)
 
 
 def test_demo_rejects_nonsense_sizes():

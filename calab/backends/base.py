@@ -155,6 +155,8 @@ class Backend(ABC):
     #: True when :meth:`jit` compiles and :meth:`fori_loop` runs on the device (JAX): the
     #: InDeCa solver then runs whole 50-iteration segments as one program.
     compiles_loops: bool = False
+    #: True when device arrays are host NumPy arrays, so compiled host kernels apply.
+    host_arrays: bool = False
 
     def jit(self, function: Any) -> Any:
         """Compile ``function`` for this backend (identity where nothing is compiled)."""

@@ -120,11 +120,11 @@ class DeconConfig(BaseModel):
 #: machine's CPU count (quirk (e), docs/differences.md).  Values marked "evidence" were
 #: chosen on simulated populations (docs/cadecon.md).
 NATIVE_DEFAULTS: dict[str, Any] = {
-    "upsample_target": 300,
+    "upsample_target": 100,  # evidence (app: 300)
     "hp_filter_enabled": True,
     "lp_filter_enabled": True,
-    "max_iterations": 20,
-    "convergence_tol": 0.005,
+    "max_iterations": 10,  # evidence (app: 20)
+    "convergence_tol": 0.01,  # evidence (app: 0.005)
     "num_subsets": 8,
     "target_coverage": 0.25,
     "aspect_ratio": 1.0,
@@ -132,9 +132,9 @@ NATIVE_DEFAULTS: dict[str, Any] = {
     "initialization": "autocovariance",  # evidence
     "patience": 3,
     "min_iterations": 2,
-    "selection_window": 5,
+    "selection_window": 3,  # evidence (app: 5)
     "noise_constrained": True,
-    "activity": "counts",  # evidence
+    "activity": "continuous",  # evidence (app exports counts)
     "lambda_": 0.0,
     "trace_max_iters": 500,
     "trace_tol": 1e-4,

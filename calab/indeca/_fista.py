@@ -59,7 +59,11 @@ def _step(backend: Any, operator: Any, z: Any, threshold: Any, step32: Any, tol2
     x_new, v_new, change, size, signal = backend.box_fista_pass(state.x, state.v, gradient, step32, threshold, momentum)
     k_new = state.k + 1
     restart = (k_new > 1) & (signal > 0)
-    v_new = xp.where(restart[:, None], x_new, v_new)
+    if not freeze:  # host arrays: only restarting rows need the copy
+        if bool(restart.any()):
+            v_new[restart] = x_new[restart]
+    else:
+        v_new = xp.where(restart[:, None], x_new, v_new)
     t_new = xp.where(restart, xp.asarray(1.0, dtype=f64), t_next)
     converged_now = (k_new > MIN_ITERATIONS) & (change < tol2 * (size + 1e-20))
     if not freeze:  # every row is active (checked by the caller): no masking passes

@@ -56,12 +56,14 @@ def _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lam
     return float(tau_rise), float(tau_decay), float(fs), factor, int(iters), tol_value, float(lambda_)
 
 
-def _as_trace(array: Any, what: str) -> np.ndarray:
-    from calab.backends import array_library
+def _host(array: Any) -> Any:
+    """Host copy of a device array (CuPy arrays have ``get()``; NumPy/JAX convert directly)."""
+    fetch = getattr(array, "get", None)
+    return fetch() if callable(fetch) and not isinstance(array, dict) else array
 
-    library = array_library(array)
-    if library == "cupy":
-        array = array.get()
+
+def _as_trace(array: Any, what: str) -> np.ndarray:
+    array = _host(array)
     try:
         trace = np.asarray(array, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -151,7 +153,11 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
             peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
             inverse = np.where(peak > 1e-10, (1.0 / np.where(peak > 1e-10, peak, 1.0)), 1.0).astype(np.float32)
             xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
-            found = search_thresholds(backend, forward, xhat, target, pad, factor, noise_sigma=None if sigma is None else sigma[live])
+            found = search_thresholds(
+                backend, forward, xhat, target, pad, factor,
+                noise_sigma=None if sigma is None else sigma[live],
+                ar2=None if plan.kernel_spectrum is not None else plan.ar2,
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
             if sigma is None:
@@ -258,7 +264,7 @@ def solve_traces(
     TypeError
         Non-numeric input.
     """
-    from calab.backends import array_library, resolve_backend
+    from calab.backends import resolve_backend
 
     params = dict(zip(
         ("tau_rise", "tau_decay", "fs", "factor", "max_iters", "tol", "lambda_"),
@@ -269,8 +275,7 @@ def solve_traces(
     if ragged:
         rows = [_as_trace(t, f"traces[{i}]") for i, t in enumerate(traces)]
     else:
-        dense = traces.get() if array_library(traces) == "cupy" else traces
-        dense = np.asarray(dense, dtype=np.float64)
+        dense = np.asarray(_host(traces), dtype=np.float64)
         if dense.ndim == 1:
             dense = dense[None, :]
         if dense.ndim != 2:

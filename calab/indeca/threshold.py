@@ -70,7 +70,7 @@ def least_squares(sc, sy, scc, scy, count, alpha_max=math.inf):
 class _Evaluator:
     """Evaluates ``(alpha, baseline, SSE)`` of candidate thresholds for a batch of rows."""
 
-    def __init__(self, backend: Any, forward: Any, xhat: Any, target: Any, pad: int, grid_stride: int | None):
+    def __init__(self, backend: Any, forward: Any, xhat: Any, target: Any, pad: int, grid_stride: int | None, ar2: Any = None):
         xp = backend.xp
         self.backend, self.xp, self.forward = backend, xp, forward
         self.xhat, self.target = xhat, target
@@ -84,6 +84,17 @@ class _Evaluator:
         # noise-floor mode sums residuals only at original-rate grid positions
         self.grid = None
         self.noise_mode = grid_stride is not None
+        self.pad, self.stride = pad, grid_stride or 1
+        # host arrays + banded recursion: one compiled pass per candidate (no temporaries)
+        self.compiled = None
+        if getattr(backend, "host_arrays", False) and ar2 is not None:
+            from calab.indeca._compiled import threshold_sse
+
+            if threshold_sse is not None:
+                self.compiled = threshold_sse
+                self.ar2 = ar2
+                self.xhat = np.ascontiguousarray(xhat, dtype=np.float32)
+                self.target = np.ascontiguousarray(target, dtype=np.float32)
         if grid_stride is not None:
             positions = np.arange(pad, n - pad, grid_stride) - self.lo
             self.grid = backend.asarray(positions, dtype=np.int64) if positions.size else None
@@ -93,6 +104,15 @@ class _Evaluator:
         """``thresholds`` ``(B, C)`` float64 (NaN = absent) → alpha, baseline, sse ``(B, C)``."""
         xp, backend = self.xp, self.backend
         rows, columns = thresholds.shape
+        if self.compiled is not None:
+            theta32 = np.where(np.isnan(thresholds), np.inf, thresholds).astype(np.float32)
+            alpha = np.zeros((rows, columns))
+            base = np.zeros((rows, columns))
+            sse = np.zeros((rows, columns))
+            g1, g2, gain = self.ar2
+            self.compiled(self.xhat, self.target, theta32, g1, g2, gain, self.lo, self.hi, self.pad, self.stride,
+                          self.noise_mode, alpha, base, sse)
+            return alpha, base, sse
         alpha = np.zeros((rows, columns))
         base = np.zeros((rows, columns))
         sse = np.full((rows, columns), np.inf)
@@ -202,6 +222,7 @@ def search_thresholds(
     factor: int,
     *,
     noise_sigma: np.ndarray | None = None,
+    ar2: tuple | None = None,
 ) -> ThresholdOutcome:
     """Threshold search for every row of a batch.
 
@@ -220,6 +241,9 @@ def search_thresholds(
         Upsampling factor ``u`` (``θ_min = 0.5/u``; noise grid stride ``u``).
     noise_sigma : numpy.ndarray, shape (B,), optional
         Noise level per row: selects the noise-floor rule (§2.4) instead of max-PVE.
+    ar2 : tuple of numpy.float32, optional
+        ``(g1, g2, 1/P)`` of ``forward`` when it is the banded recursion: lets host-array
+        backends evaluate candidates with one compiled pass each.
 
     Returns
     -------
@@ -230,7 +254,7 @@ def search_thresholds(
     values, lengths = candidate_values(np.asarray(backend.to_numpy(xhat)))
     empty = lengths == 0
     stride = max(factor, 1)
-    evaluator = _Evaluator(backend, forward, xhat, target, pad, stride if noise_sigma is not None else None)
+    evaluator = _Evaluator(backend, forward, xhat, target, pad, stride if noise_sigma is not None else None, ar2)
     row_index = np.arange(rows)
     safe_len = np.maximum(lengths, 1)
 

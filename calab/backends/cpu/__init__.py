@@ -83,6 +83,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     is_gpu = False
+    host_arrays = True
 
     def __init__(self) -> None:
         self.workers = _cpu_count()

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Evaluate ``calab.run_cadecon`` on simulated populations whose kernel the method does not know.
+
+For every scenario (indicator preset, kernel speed, frame rate, SNR, spike model, drift) it
+simulates a population with ground truth, runs ``run_cadecon`` under one or more setting
+variants, and scores
+
+* ``tau_decay`` and peak-time error of the learned kernel against the true one (relative);
+* spike correlation (100 ms bins, median over cells that fired) of the CaDecon counts and
+  of its continuous solution, against the same for FISTA (``calab.run_deconvolution``)
+  run with the TRUE kernel and λ = 1 × each cell's noise SD (the yardstick);
+* iterations run, convergence and wall time.
+
+Usage::
+
+    python tools/eval_cadecon.py --suite quick          # a few scenarios, small populations
+    python tools/eval_cadecon.py --suite done --cells 100 --minutes 5 --json out.json
+    python tools/eval_cadecon.py --suite defaults --variants default,peaks,spec
+
+Run timings under ``flock /work/coord/bench.lock`` on a shared machine.  The results
+behind the defaults are in ``docs/cadecon.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import calab  # noqa: E402
+from calab.cadecon.initialization import noise_sigma  # noqa: E402
+from calab.cadecon.shape import tau_to_shape  # noqa: E402
+
+#: Setting variants compared (DeconConfig overrides).  "spec" is the browser app's loop
+#: (§6: peak seeding, its defaults); "default" is whatever DeconConfig() resolves to.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "spec": {"initialization": "peaks", "upsample_target": 300, "max_iterations": 20, "convergence_tol": 0.005,
+             "patience": 3, "min_iterations": 2, "selection_window": 5, "activity": "counts"},
+    "peaks": {"initialization": "peaks"},
+    "autocov": {"initialization": "autocovariance"},
+    "u100": {"upsample_target": 100},
+    "u300": {"upsample_target": 300},
+    "patience2": {"patience": 2},
+    "maxit6": {"max_iterations": 6},
+    # full trajectories for choosing the stopping rule offline (the trail does not depend on it)
+    "trail100": {"upsample_target": 100, "max_iterations": 10, "convergence_tol": 1e-9},
+    "trail300": {"upsample_target": 300, "max_iterations": 10, "convergence_tol": 1e-9},
+}
+
+
+def scenario(name: str, preset: str, *, speed: float = 1.0, fs: float = 30.0, snr: float | None = None,
+             poisson_hz: float | None = None, drift: float | None = None, start: str = "none") -> dict[str, Any]:
+    return dict(name=name, preset=preset, speed=speed, fs=fs, snr=snr, poisson_hz=poisson_hz, drift=drift, start=start)
+
+
+SUITES: dict[str, list[dict[str, Any]]] = {
+    "quick": [
+        scenario("gcamp6f", "gcamp6f"),
+        scenario("gcamp6f x3 fast", "gcamp6f", speed=3.0),
+    ],
+    "rules": [
+        scenario("gcamp6f", "gcamp6f"),
+        scenario("gcamp6s", "gcamp6s"),
+        scenario("jgcamp8f x3", "jgcamp8f", speed=3.0),
+    ],
+    "done": [
+        scenario("gcamp6f", "gcamp6f"),
+        scenario("gcamp6s", "gcamp6s"),
+        scenario("jgcamp8f", "jgcamp8f"),
+        scenario("ogb1", "ogb1"),
+        scenario("gcamp6f x3, preset start", "gcamp6f", speed=3.0, start="preset"),
+        scenario("gcamp6f x3", "gcamp6f", speed=3.0),
+        scenario("gcamp6s x3", "gcamp6s", speed=3.0),
+        scenario("ogb1 x3", "ogb1", speed=3.0),
+        scenario("gcamp6s x3, preset start", "gcamp6s", speed=3.0, start="preset"),
+    ],
+    "held-out": [
+        scenario("gcamp6m", "gcamp6m"),
+        scenario("gcamp6f x2", "gcamp6f", speed=2.0),
+        scenario("gcamp6s x4", "gcamp6s", speed=4.0),
+        scenario("gcamp6f SNR 4", "gcamp6f", snr=4.0),
+        scenario("gcamp6f Poisson 2 Hz", "gcamp6f", poisson_hz=2.0),
+        scenario("gcamp6f strong drift", "gcamp6f", drift=0.01),
+        scenario("gcamp6f 15 Hz", "gcamp6f", fs=15.0),
+        scenario("jgcamp8f 60 Hz", "jgcamp8f", fs=60.0),
+        scenario("gcamp6f x3 160 Hz", "gcamp6f", speed=3.0, fs=160.0),
+    ],
+}
+
+
+def simulate(spec: dict[str, Any], cells: int, minutes: float, seed: int) -> tuple[Any, tuple[float, float]]:
+    preset = getattr(calab.presets, spec["preset"])
+    fs = spec["fs"]
+    overrides: dict[str, Any] = dict(num_cells=cells, num_timepoints=int(round(minutes * 60 * fs)), fs_hz=fs, seed=seed)
+    config = preset(**overrides)
+    kernel = config.kernel
+    true = (kernel.tau_rise_s / spec["speed"], kernel.tau_decay_s / spec["speed"])
+    patch: dict[str, Any] = {"kernel": {"tau_rise_s": true[0], "tau_decay_s": true[1]}}
+    if spec["snr"] is not None:
+        patch["noise"] = {"snr": spec["snr"]}
+    if spec["poisson_hz"] is not None:
+        patch["spike_model"] = calab.PoissonConfig(rate_hz=spec["poisson_hz"])
+    if spec["drift"] is not None:
+        patch["drift"] = {"step_std_fraction": spec["drift"]}
+    config = preset(**overrides, **patch)
+    return calab.simulate(config), true
+
+
+def binned(values: np.ndarray, width: int) -> np.ndarray:
+    usable = values.shape[-1] // width * width
+    return values[..., :usable].reshape(*values.shape[:-1], -1, width).sum(axis=-1)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), np.nan)
+
+
+def spike_correlation(activity: np.ndarray, spikes: np.ndarray, fs: float) -> float:
+    width = max(1, round(0.1 * fs))
+    values = correlation(binned(np.asarray(activity, dtype=np.float64), width), binned(spikes, width))
+    fired = spikes.sum(axis=1) > 0
+    return float(np.nanmedian(values[fired])) if fired.any() else math.nan
+
+
+def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: float, seed: int,
+             backend: str | None) -> list[dict[str, Any]]:
+    sim, true = simulate(spec, cells, minutes, seed)
+    traces = np.asarray(sim.traces, dtype=np.float64)
+    spikes = np.stack([np.asarray(c.spikes, dtype=np.float64) for c in sim.ground_truth])
+    fs = spec["fs"]
+    true_peak = tau_to_shape(*true)[0]
+    lam = noise_sigma(traces)
+    fista_true = calab.run_deconvolution(traces, fs, true[0], true[1], lam, backend=backend, progress=False)
+    yardstick = spike_correlation(fista_true, spikes, fs)
+    rows = []
+    for variant in variants:
+        overrides = dict(VARIANTS[variant])
+        if spec["start"] == "preset":
+            preset_kernel = getattr(calab.presets, spec["preset"])().kernel
+            overrides.update(tau_rise=preset_kernel.tau_rise_s, tau_decay=preset_kernel.tau_decay_s)
+        started = time.perf_counter()
+        result = calab.run_cadecon(traces, fs, backend=backend, progress=False, seed=seed, **overrides)
+        wall = time.perf_counter() - started
+        meta = result.metadata
+        row: dict[str, Any] = dict(scenario=spec["name"], variant=variant, fs=fs, cells=cells, minutes=minutes,
+                                   true_tau_rise=true[0], true_tau_decay=true[1], wall_s=wall,
+                                   iterations=meta["num_iterations"], converged_at=meta["converged_at_iteration"],
+                                   start=(meta["start_tau_rise"], meta["start_tau_decay"]), fista_true_corr=yardstick)
+        if meta["tau_decay"] is not None:
+            peak = tau_to_shape(meta["tau_rise"], meta["tau_decay"])[0]
+            row.update(tau_rise=meta["tau_rise"], tau_decay=meta["tau_decay"],
+                       tau_decay_err=meta["tau_decay"] / true[1] - 1, peak_err=peak / true_peak - 1)
+        row["trail"] = [(h["iteration"], h.get("tau_rise"), h.get("tau_decay"), h.get("kernel_rmse")) for h in meta["history"]]
+        counts = result.activity if meta["activity_kind"] == "counts" else meta["counts"]
+        continuous = result.activity if meta["activity_kind"] == "continuous" else meta["continuous_activity"]
+        row["counts_corr"] = spike_correlation(counts, spikes, fs)
+        row["continuous_corr"] = spike_correlation(continuous, spikes, fs) if continuous is not None else math.nan
+        row["counts_ratio"] = row["counts_corr"] / yardstick
+        row["continuous_ratio"] = row["continuous_corr"] / yardstick
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row: dict[str, Any]) -> str:
+    def pct(key: str) -> str:
+        return f"{100 * row[key]:+6.1f}%" if key in row else "   n/a"
+
+    return (f"{row['scenario']:<28} {row['variant']:<9} tau_d {pct('tau_decay_err')} peak {pct('peak_err')} "
+            f"corr counts {row['counts_corr']:.3f} cont {row['continuous_corr']:.3f} (true-kernel FISTA "
+            f"{row['fista_true_corr']:.3f}) it {row['iterations']} conv@{row['converged_at']} {row['wall_s']:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="quick", help=f"one of {sorted(SUITES)} or a comma list")
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--cells", type=int, default=100)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backend", default=None)
+    parser.add_argument("--only", default=None, help="substring filter on scenario names")
+    parser.add_argument("--json", type=Path, default=None, help="append rows to this JSON file")
+    args = parser.parse_args(argv)
+    specs = [spec for suite in args.suite.split(",") for spec in SUITES[suite]]
+    if args.only:
+        specs = [s for s in specs if args.only in s["name"]]
+    rows = []
+    for spec in specs:
+        rows.extend(evaluate(spec, args.variants.split(","), args.cells, args.minutes, args.seed, args.backend))
+        if args.json:
+            existing = json.loads(args.json.read_text()) if args.json.exists() else []
+            args.json.write_text(json.dumps(existing + rows[-len(args.variants.split(",")):], indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
