@@ -154,7 +154,7 @@ class NumpyBackend(Backend):
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):
         """Compiled update (Numba) when the driver compacts every step; else the generic one."""
-        from calab.fista import MIN_ITERATIONS, TOLERANCE_SQUARED, FistaState, proximal_update
+        from calab.fista import FistaState, proximal_update
 
         if freeze or not _kernels.HAVE_NUMBA:
             return proximal_update(xp, plan, state, gradient, threshold, freeze)
@@ -173,7 +173,9 @@ class NumpyBackend(Backend):
         restart = (k > 1) & (restart_signal > 0)
         if restart.any():
             y_new[restart] = x_new[restart]
-        converged = state.converged | ((k > MIN_ITERATIONS) & (change < TOLERANCE_SQUARED * (size + 1e-20)))
+        converged = state.converged | (
+            (k > plan.min_iterations) & (change < plan.tolerance_squared * (size + 1e-20))
+        )
         return FistaState(
             x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
         )

@@ -289,7 +289,7 @@ class CupyBackend(Backend):
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
         from calab.fista import FistaOutcome
 
-        if not _fused_enabled():
+        if not _fused_enabled() or not _driver.supports(plan):
             return self.run_fista_generic(plan, work, threshold, x0, valid)
         ops = self.kernels()
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from calab.filters import rolling_rank
-from calab.fista import TOLERANCE_SQUARED, SolvePlan, gram_boundary
+from calab.fista import MIN_ITERATIONS, SolvePlan, gram_boundary
 from calab.kernel import round_half_away
 
 __all__ = [
@@ -68,6 +68,11 @@ GRAM_MAX_EDGE = 512
 THREADS_PER_SM = 64
 #: shortest chunk of the chunked AR(2) scan
 MIN_CHUNK = 64
+
+
+def supports(plan: SolvePlan) -> bool:
+    """Whether the fused kernels cover ``plan`` (upsampled problems use the generic step)."""
+    return plan.upsample == 1 and plan.min_iterations == MIN_ITERATIONS
 
 
 def _env_int(name: str) -> int | None:
@@ -252,7 +257,7 @@ def solve_fft(
                 ops.irfft_rows(spec, full)
             ops.fista_update_fft(
                 x, ypad, full, data, boundary, tmom, iters, active, converged, threshold,
-                gram=gram, step=step, scale=scale, box=box, cap=cap, tol2=TOLERANCE_SQUARED,
+                gram=gram, step=step, scale=scale, box=box, cap=cap, tol2=plan.tolerance_squared,
                 threads=threads,
             )  # fmt: skip
         mask, compact = _check(ops, active, rows.size)
@@ -314,7 +319,7 @@ def solve_banded(
     g1, g2, gain = plan.ar2
     step = plan.step32
     box = plan.constraint == "box01"
-    tol2 = TOLERANCE_SQUARED
+    tol2 = plan.tolerance_squared
 
     wt = xp.ascontiguousarray(xp.asarray(work, dtype=xp.float32).T)
     vt = None if valid is None else xp.ascontiguousarray(xp.asarray(valid, dtype=xp.float32).T)

@@ -140,18 +140,25 @@ class JaxBackend(Backend):
             ar2 = tuple(jnp.asarray(v, dtype=jnp.float32) for v in plan.ar2)
             step = jnp.asarray(plan.step32, dtype=jnp.float32)
             cap = jnp.asarray(plan.max_iterations, dtype=jnp.int32)
-            out_x = jnp.zeros_like(work) if x0 is None else jnp.asarray(x0, dtype=jnp.float32)
+            n = plan.n_timepoints
+            out_x = jnp.zeros((n_cells, n), jnp.float32) if x0 is None else jnp.asarray(x0, dtype=jnp.float32)
             if plan.max_iterations == 0 or n_cells == 0:
                 return FistaOutcome(out_x, out_iterations, out_converged)
-            static = dict(conv_mode=plan.conv_mode, constraint=plan.constraint, n=plan.n_timepoints, fft_size=plan.fft_size)
+            rule = (
+                jnp.asarray(plan.tolerance_squared, dtype=jnp.float64),
+                jnp.asarray(plan.min_iterations, dtype=jnp.int32),
+            )
+            static = dict(
+                conv_mode=plan.conv_mode, constraint=plan.constraint, n=n, fft_size=plan.fft_size, upsample=plan.upsample
+            )
             data_term = _data_term(work, arrays, ar2, **static)
-            state = initial_state(jnp, work, plan.max_iterations, x0)
+            state = initial_state(jnp, work, plan.max_iterations, x0, n)
             rows = np.arange(n_cells)
             # Pad the batch to its bucket with inactive rows so shapes repeat across calls.
             bucket = _bucket(n_cells)
             state, data_term, threshold, valid, rows = _pad_rows(jnp, state, data_term, threshold, valid, rows, bucket)
             while True:
-                state = self._segment(state, data_term, threshold, valid, arrays, ar2, step, cap, **static)
+                state = self._segment(state, data_term, threshold, valid, arrays, ar2, step, cap, rule, **static)
                 active = np.asarray(state.active)
                 live = rows >= 0
                 done = np.flatnonzero(~active & live)
@@ -233,10 +240,10 @@ def _backend():
     return get_backend("jax")
 
 
-def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size):
+def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size, upsample):
     from calab.fista import build_operator, data_gradient
 
-    operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2)
+    operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
     return data_gradient(operator, work)
 
 
@@ -249,13 +256,16 @@ def _compile_segment():
     class _StepConstants:
         """The attributes of SolvePlan that the step reads, as traced values."""
 
-        def __init__(self, step32, constraint, max_iterations):
+        def __init__(self, step32, constraint, max_iterations, tolerance_squared, min_iterations):
             self.step32, self.constraint, self.max_iterations = step32, constraint, max_iterations
+            self.tolerance_squared, self.min_iterations = tolerance_squared, min_iterations
 
-    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size"))
-    def segment(state, data_term, threshold, valid, arrays, ar2, step, cap, *, conv_mode, constraint, n, fft_size):
-        operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2)
-        constants = _StepConstants(step, constraint, cap)
+    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size", "upsample"))
+    def segment(
+        state, data_term, threshold, valid, arrays, ar2, step, cap, rule, *, conv_mode, constraint, n, fft_size, upsample
+    ):
+        operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
+        constants = _StepConstants(step, constraint, cap, *rule)
 
         def keep_going(carry):
             count, current = carry
