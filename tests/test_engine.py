@@ -313,3 +313,21 @@ def test_bad_problem_and_block_inputs_raise_clear_errors():
         solve_block(problem, np.zeros((2, 5)), x0=np.zeros((2, 4)), backend="numpy")
     with pytest.raises(ValueError, match="lam"):
         solve_block(problem, np.zeros((2, 5)), lam=[0.1, -1.0], backend="numpy")
+
+
+def test_apply_operator_is_the_dense_operator_and_its_transpose(backend):
+    from calab.engine import apply_operator
+
+    upsample, n_data = 2, 40
+    operator = AR2.from_taus(TAU_R, TAU_D, FS * upsample)
+    problem = Problem(operator, StoppingRule(1), upsample=upsample)
+    g1, g2, gain = (float(v) for v in operator.coefficients32)
+    A = block_mean_matrix(n_data, upsample) @ dense_ar2(g1, g2, 1.0 / gain, upsample * n_data)
+    rng = np.random.default_rng(2)
+    x = rng.random((3, upsample * n_data)).astype(np.float32)
+    e = rng.random((3, n_data)).astype(np.float32)
+    forward = np.asarray(apply_operator(problem, x, backend=backend))
+    adjoint = np.asarray(apply_operator(problem, e, adjoint=True, backend=backend))
+    # float32 evaluation (by FFT on JAX): errors relative to the batch's scale
+    for ours, exact in ((forward, x.astype(np.float64) @ A.T), (adjoint, e.astype(np.float64) @ A)):
+        np.testing.assert_allclose(ours, exact, atol=1e-5 * np.abs(exact).max())

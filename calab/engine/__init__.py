@@ -15,7 +15,7 @@ Typical use::
     result = solve_block(problem, traces_up, x0=warm, backend="numpy")
 """
 
-from calab.engine.block import BlockResult, clear_plan_cache, get_plan, solve_block
+from calab.engine.block import BlockResult, apply_operator, clear_plan_cache, get_plan, solve_block
 from calab.engine.problem import AR2, CONSTRAINTS, KernelTaps, OperatorSpec, Problem, StoppingRule
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "OperatorSpec",
     "Problem",
     "StoppingRule",
+    "apply_operator",
     "clear_plan_cache",
     "get_plan",
     "solve_block",

@@ -19,14 +19,14 @@ import numpy as np
 
 from calab._arrays import to_backend_f32
 from calab.backends import resolve_backend
-from calab.engine.fista import SolvePlan, plan_for_problem, solve_batch
+from calab.engine.fista import SolvePlan, make_operator, plan_for_problem, solve_batch
 from calab.engine.problem import Problem
 from calab.filters import BASELINE_QUANTILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from calab.backends.base import Backend
 
-__all__ = ["BlockResult", "PLAN_CACHE_SIZE", "clear_plan_cache", "get_plan", "solve_block"]
+__all__ = ["BlockResult", "PLAN_CACHE_SIZE", "apply_operator", "clear_plan_cache", "get_plan", "solve_block"]
 
 #: compiled plans kept per process (each holds a few kernel-sized host/device arrays)
 PLAN_CACHE_SIZE = 32
@@ -205,3 +205,40 @@ def solve_block(
         out.converged,
         chosen,
     )
+
+
+def apply_operator(
+    problem: Problem,
+    activity: Any,
+    *,
+    adjoint: bool = False,
+    backend: str | Backend | None = None,
+) -> Any:
+    """Apply the problem's operator ``R K`` (or its adjoint ``Kᵀ Rᵀ``) to a batch.
+
+    Parameters
+    ----------
+    problem : Problem
+        Only ``operator`` and ``upsample`` matter here.
+    activity : array_like, shape (n_cells, upsample·T) — or (n_cells, T) with ``adjoint``
+        Any array library; converted to float32 on the backend.
+    adjoint : bool
+        Apply the transpose instead (data frame → activity frame).
+    backend : str or Backend, optional
+
+    Returns
+    -------
+    array
+        ``(n_cells, T)`` (forward) or ``(n_cells, upsample·T)`` (adjoint) float32 on the
+        backend's device, evaluated exactly as inside the solver.
+    """
+    chosen = backend if hasattr(backend, "run_fista") else resolve_backend(backend, activity)
+    with chosen.precision_scope():
+        batch = to_backend_f32(chosen, activity, "activity")
+        if batch.ndim != 2:
+            raise ValueError(f"activity must be 2-D (n_cells, n_timepoints), got shape {tuple(batch.shape)}")
+        n_activity = batch.shape[-1] * (problem.upsample if adjoint else 1)
+        if n_activity % problem.upsample:
+            raise ValueError(f"activity length {n_activity} is not a multiple of upsample={problem.upsample}")
+        operator = make_operator(chosen, get_plan(chosen, problem, n_activity))
+        return operator.adjoint(batch) if adjoint else operator.forward(batch)
