@@ -27,11 +27,12 @@ Layout of the code:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 
+from calab.backends.driver import FistaBatch, run_segments
+from calab.backends.types import FistaOutcome, FistaState, SolvePlan
 from calab.engine.problem import AR2, Problem
 from calab.kernel import ar2_impulse_response
 
@@ -45,6 +46,7 @@ __all__ = [
     "FistaState",
     "SolveOutputs",
     "SolvePlan",
+    "StepBatch",
     "fista_step",
     "gram_boundary",
     "proximal_update",
@@ -65,76 +67,6 @@ MIN_ITERATIONS = 5
 def iteration_cap(max_iters: int) -> int:
     """CaTune's effective iteration cap: the reference runs whole chunks of 100 iterations."""
     return 100 * math.ceil(max_iters / 100)
-
-
-@dataclass(frozen=True)
-class SolvePlan:
-    """Data-independent constants of a solve, computed once on the host.
-
-    Attributes
-    ----------
-    n_timepoints : int
-        Length of the (padded) time axis of the batch.
-    conv_mode, constraint : str
-        ``"fft"``/``"banded"`` and ``"nonneg"``/``"box01"``.
-    kernel : numpy.ndarray
-        ``(N_k,)`` float32 taps of the FFT operator: :func:`calab.build_kernel` in FFT
-        mode; in banded mode on a backend that evaluates the recursion as a convolution
-        (``Backend.banded_by_fft``), the AR(2) impulse response.
-    dc_gain : float
-        ``G = Σ kernel`` in float64; the L1 weight is ``λ G``.
-    lipschitz : float
-        ``L``: ``G²`` in FFT mode, the AR(2) bound in banded mode.
-    fft_size : int
-        Padded FFT length ``>= n + N_k − 1`` (no wrap-around); 0 when the operator is the
-        AR(2) recursion.
-    kernel_spectrum : numpy.ndarray or None
-        ``(fft_size // 2 + 1,)`` complex64 rFFT of the zero-padded kernel.
-    ar2 : tuple of numpy.float32
-        ``(g1, g2, 1/peak)`` of the banded recursion, as float32.
-    max_iterations : int
-        Effective iteration cap (:attr:`calab.engine.StoppingRule.cap`).
-    tolerance_squared : float
-        ``tol²`` of the convergence test (float64).
-    min_iterations : int
-        Convergence is tested only when the iteration count exceeds it.
-    upsample : int
-        Activity samples per data sample; ``n_timepoints`` is the activity length and data
-        rows have ``n_timepoints / upsample`` samples.
-    """
-
-    n_timepoints: int
-    conv_mode: str
-    constraint: str
-    kernel: np.ndarray
-    dc_gain: float
-    lipschitz: float
-    fft_size: int
-    kernel_spectrum: np.ndarray | None
-    ar2: tuple[np.float32, np.float32, np.float32]
-    max_iterations: int
-    tolerance_squared: float = 1e-4 * 1e-4
-    min_iterations: int = 5
-    upsample: int = 1
-    device_cache: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def n_data(self) -> int:
-        """Length of a data row: ``n_timepoints / upsample``."""
-        return self.n_timepoints // self.upsample
-
-    @property
-    def step(self) -> float:
-        """Gradient step ``1/L`` (float64)."""
-        return 1.0 / self.lipschitz
-
-    @property
-    def step32(self) -> np.float32:
-        return np.float32(self.step)
-
-    def thresholds(self, lam: np.ndarray) -> np.ndarray:
-        """Per-cell soft thresholds ``f32(step · λ · G)`` for λ of shape ``(n_cells,)``."""
-        return (self.step * (np.asarray(lam, dtype=np.float64) * self.dc_gain)).astype(np.float32)
 
 
 def make_plan(
@@ -346,22 +278,6 @@ def make_operator(backend: Backend, plan: SolvePlan) -> Operator:
 
 
 # --------------------------------------------------------------------------- the step
-class FistaState(NamedTuple):
-    """Per-batch FISTA state (a pytree for JAX).
-
-    ``x``, ``y``: ``(B, n)`` float32 solution and extrapolated point; ``t``: ``(B,)``
-    float64 momentum parameter; ``k``: ``(B,)`` int32 iterations run; ``active``: ``(B,)``
-    cells still iterating; ``converged``: ``(B,)`` convergence flags.
-    """
-
-    x: Any
-    y: Any
-    t: Any
-    k: Any
-    active: Any
-    converged: Any
-
-
 def initial_state(xp: Any, work: Any, cap: int, x0: Any | None = None, n: int | None = None) -> FistaState:
     """Cold start (all zeros) or warm start from ``x0``; every cell active if ``cap > 0``.
 
@@ -492,17 +408,67 @@ def fista_step(
     return update(xp, plan, state, gradient, threshold, freeze)
 
 
-class FistaOutcome(NamedTuple):
-    """Result of a driver run: ``x`` ``(B, n)`` float32 on the device, and host vectors
-    ``iterations`` ``(B,)`` int64 and ``converged`` ``(B,)`` bool."""
+class StepBatch(FistaBatch):
+    """The generic segment: :func:`fista_step` on the backend's array namespace.
 
-    x: Any
-    iterations: np.ndarray
-    converged: np.ndarray
+    ``check_every`` steps per segment; with more than one, finished cells are frozen by
+    the mask (``freeze``), otherwise they are dropped before the next step and the
+    masking passes are skipped (the backend's fused :meth:`Backend.fista_update` may then
+    replace :func:`proximal_update`).
+    """
 
+    def __init__(
+        self,
+        backend: Backend,
+        plan: SolvePlan,
+        work: Any,
+        threshold: Any,
+        x0: Any | None = None,
+        valid: Any | None = None,
+        *,
+        check_every: int = 1,
+        freeze: bool | None = None,
+    ) -> None:
+        self.backend = backend
+        self.plan = plan
+        self.operator = make_operator(backend, plan)
+        self.check_every = max(1, int(check_every))
+        self.freeze = self.check_every > 1 if freeze is None else bool(freeze or self.check_every > 1)
+        self.state = initial_state(backend.xp, work, plan.max_iterations, x0, plan.n_timepoints)
+        self.data_term = data_gradient(self.operator, work)
+        self.threshold = threshold
+        self.valid = valid
 
-def _take_rows(xp: Any, array: Any, rows: Any) -> Any:
-    return None if array is None else array[rows]
+    @property
+    def rows(self) -> int:
+        return int(self.state.x.shape[0])
+
+    def advance(self) -> None:
+        backend, plan = self.backend, self.plan
+        for _ in range(self.check_every):
+            self.state = fista_step(
+                backend.xp, self.operator, plan, self.data_term, self.threshold, self.valid, self.state,
+                freeze=self.freeze, update=backend.fista_update,
+            )  # fmt: skip
+
+    def active(self) -> np.ndarray:
+        return np.asarray(self.backend.to_numpy(self.state.active), dtype=bool)
+
+    def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        backend = self.backend
+        rows = backend.asarray(index, dtype=np.int64)
+        return (
+            self.state.x[rows],
+            np.asarray(backend.to_numpy(self.state.k[rows]), dtype=np.int64),
+            np.asarray(backend.to_numpy(self.state.converged[rows]), dtype=bool),
+        )
+
+    def compact(self, keep: np.ndarray) -> None:
+        rows = self.backend.asarray(keep, dtype=np.int64)
+        self.state = FistaState(*(part[rows] for part in self.state))
+        self.data_term = self.data_term[rows]
+        self.threshold = self.threshold[rows]
+        self.valid = None if self.valid is None else self.valid[rows]
 
 
 def run_host_loop(
@@ -516,47 +482,16 @@ def run_host_loop(
     check_every: int = 1,
     freeze: bool = False,
 ) -> FistaOutcome:
-    """Host-driven FISTA loop with compaction of finished cells.
-
-    Every ``check_every`` steps the active mask is read back (one device sync) and the
-    cells that finished are written to the output and dropped from the batch, so the
-    remaining iterations only pay for the cells still running.
-    """
+    """The driver skeleton over the generic step (:class:`StepBatch`), whatever the backend's own segment."""
     xp = backend.xp
-    operator = make_operator(backend, plan)
-    update = getattr(backend, "fista_update", None) or proximal_update
-    n_cells = work.shape[0]
-    state = initial_state(xp, work, plan.max_iterations, x0, plan.n_timepoints)
-    out_x = xp.array(state.x, copy=True)
-    out_iterations = np.zeros(n_cells, dtype=np.int64)
-    out_converged = np.zeros(n_cells, dtype=bool)
-    rows = np.arange(n_cells)
+    n_cells = int(work.shape[0])
+    out_x = (
+        xp.zeros((n_cells, plan.n_timepoints), dtype=xp.float32) if x0 is None else xp.array(x0, dtype=xp.float32, copy=True)
+    )
     if plan.max_iterations == 0 or n_cells == 0:
-        return FistaOutcome(out_x, out_iterations, out_converged)
-    data_term = data_gradient(operator, work)
-    freeze = freeze or check_every > 1
-    while True:
-        for _ in range(check_every):
-            state = fista_step(
-                xp, operator, plan, data_term, threshold, valid, state, freeze=freeze, update=update
-            )
-        active = backend.to_numpy(state.active)
-        if active.all():
-            continue
-        done = np.flatnonzero(~active)
-        done_device = backend.asarray(done, dtype=np.int64)
-        out_x[backend.asarray(rows[done], dtype=np.int64)] = state.x[done_device]
-        out_iterations[rows[done]] = backend.to_numpy(state.k[done_device])
-        out_converged[rows[done]] = backend.to_numpy(state.converged[done_device])
-        keep = np.flatnonzero(active)
-        if keep.size == 0:
-            return FistaOutcome(out_x, out_iterations, out_converged)
-        keep_device = backend.asarray(keep, dtype=np.int64)
-        rows = rows[keep]
-        state = FistaState(*(part[keep_device] for part in state))
-        data_term = data_term[keep_device]
-        threshold = threshold[keep_device]
-        valid = _take_rows(xp, valid, keep_device)
+        return FistaOutcome(out_x, np.zeros(n_cells, dtype=np.int64), np.zeros(n_cells, dtype=bool))
+    batch = StepBatch(backend, plan, work, threshold, x0, valid, check_every=check_every, freeze=freeze)
+    return run_segments(batch, out_x, backend.scatter_rows)
 
 
 # --------------------------------------------------------------------------- whole solve

@@ -459,7 +459,7 @@ def transliteration_backend(multiprocessors: int = 4, chunks: int | None = None,
     """
     from calab.backends.cpu import NumpyBackend
     from calab.backends.cuda import _driver
-    from calab.fista import FistaOutcome
+    from calab.backends.types import FistaOutcome
 
     class TransliterationBackend(NumpyBackend):
         name = "numpy"  # shares the NumPy backend's device cache entries (same arrays)
