@@ -331,3 +331,24 @@ def test_apply_operator_is_the_dense_operator_and_its_transpose(backend):
     # float32 evaluation (by FFT on JAX): errors relative to the batch's scale
     for ours, exact in ((forward, x.astype(np.float64) @ A.T), (adjoint, e.astype(np.float64) @ A)):
         np.testing.assert_allclose(ours, exact, atol=1e-5 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("operator", ["taps", "ar2"])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_cuda_kernels_take_the_stopping_rule_as_data(operator, chunks):
+    # The fused CUDA kernels (their NumPy transliterations, run by the CUDA host driver)
+    # test convergence against min_iterations and tol from the plan, not constants.
+    from calab.backends.cuda.reference import transliteration_backend
+
+    emulated = transliteration_backend(chunks=chunks)
+    spec = KernelTaps.from_taus(TAU_R, TAU_D, FS) if operator == "taps" else AR2.from_taus(TAU_R, TAU_D, FS)
+    rng = np.random.default_rng(9)
+    data = np.vstack([np.zeros(300), rng.random((2, 300))])
+    for rule in (StoppingRule(200, 1e-4, 11), StoppingRule.indeca(120, tol=1e-3)):
+        problem = Problem(spec, rule, "box01")
+        ours = solve_block(problem, data, lam=0.05, backend=emulated)
+        generic = solve_block(problem, data, lam=0.05, backend="numpy")
+        if rule.min_iterations == 11:
+            assert ours.iterations[0] == 12
+        np.testing.assert_array_equal(ours.iterations, generic.iterations)
+        np.testing.assert_allclose(ours.activity, generic.activity, atol=1e-5)

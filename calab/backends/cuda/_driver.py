@@ -38,7 +38,7 @@ import numpy as np
 from calab.filters import rolling_rank
 from calab.backends.driver import FistaBatch, run_segments
 from calab.backends.types import SolvePlan
-from calab.engine.fista import MIN_ITERATIONS, gram_boundary
+from calab.engine.fista import gram_boundary
 from calab.kernel import round_half_away
 
 __all__ = [
@@ -74,7 +74,7 @@ MIN_CHUNK = 64
 
 def supports(plan: SolvePlan) -> bool:
     """Whether the fused kernels cover ``plan`` (upsampled problems use the generic step)."""
-    return plan.upsample == 1 and plan.min_iterations == MIN_ITERATIONS
+    return plan.upsample == 1
 
 
 def _env_int(name: str) -> int | None:
@@ -267,7 +267,7 @@ class FftBatch(_KernelBatch):
                 self.x, self.ypad, self.full, self.data, self.boundary, self.tmom, self.iters, self.active_mask,
                 self.converged, self.threshold, gram=self.gram, step=plan.step32, scale=self.scale,
                 box=plan.constraint == "box01", cap=plan.max_iterations, tol2=plan.tolerance_squared,
-                threads=self.threads,
+                threads=self.threads, min_iters=plan.min_iterations,
             )  # fmt: skip
 
     def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -347,6 +347,7 @@ class BandedBatch(_KernelBatch):
         ops, plan, scan = self.ops, self.plan, self.scan
         g1, g2, gain = plan.ar2
         step, box, cap, tol2 = plan.step32, plan.constraint == "box01", plan.max_iterations, plan.tolerance_squared
+        min_iters = plan.min_iterations
         xt, yt, e, wt, vt = self.xt, self.yt, self.e, self.wt, self.vt
         tmom, iters, active, converged, threshold = self.tmom, self.iters, self.active_mask, self.converged, self.threshold
         for _ in range(self.check_every):
@@ -354,7 +355,7 @@ class BandedBatch(_KernelBatch):
                 ops.ar2_forward_tm(yt, e, wt, vt, active, g1, g2, gain)
                 ops.ar2_adjoint_update_tm(
                     e, xt, yt, tmom, iters, active, converged, threshold,
-                    g1=g1, g2=g2, gain=gain, step=step, box=box, cap=cap, tol2=tol2,
+                    g1=g1, g2=g2, gain=gain, step=step, box=box, cap=cap, tol2=tol2, min_iters=min_iters,
                 )  # fmt: skip
             else:
                 C, L = scan.chunks, scan.length
@@ -366,7 +367,7 @@ class BandedBatch(_KernelBatch):
                 ops.ar2_chunk_adjoint_update(
                     scan.z, scan.starts, scan.pq, xt, yt, tmom, active, threshold, scan.partials, L, C, step, box
                 )
-                ops.fista_decide(scan.partials, C, tmom, iters, active, converged, scan.flags, cap, tol2)
+                ops.fista_decide(scan.partials, C, tmom, iters, active, converged, scan.flags, cap, tol2, min_iters)
                 ops.fista_restart_tm(xt, yt, scan.flags)
 
     def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
