@@ -215,39 +215,9 @@ class Backend(ABC):
         return run_segments(batch, out_x, self.scatter_rows)
 
     # ----------------------------------------------------------------- InDeCa hooks
-    #: True when :meth:`jit` compiles and :meth:`fori_loop` runs on the device (JAX): the
-    #: InDeCa solver then runs whole 50-iteration segments as one program.
-    compiles_loops: bool = False
-    #: True when device arrays are host NumPy arrays, so compiled host kernels apply.
+    #: True when device arrays are host NumPy arrays, so compiled host kernels (and host
+    #: threads over row blocks) apply.
     host_arrays: bool = False
-
-    def jit(self, function: Any) -> Any:
-        """Compile ``function`` for this backend (identity where nothing is compiled)."""
-        return function
-
-    def fori_loop(self, count: int, body: Any, carry: Any) -> Any:
-        """``for i in range(count): carry = body(i, carry)`` (a device loop on JAX)."""
-        for index in range(count):
-            carry = body(index, carry)
-        return carry
-
-    def box_fista_pass(self, x: Any, v: Any, gradient: Any, step: Any, threshold: Any, momentum: Any) -> tuple:
-        """Box-[0, 1] proximal step, extrapolation and the per-row float64 sums of FISTA.
-
-        Returns ``(x_new, v_new, change, size, restart_signal)``: ``x_new =
-        clip((v − step·g) − θ, 0, 1)``, ``v_new = clip(x_new + μ(x_new − x), 0, 1)`` in float32,
-        and ``Σ(x_new − x)²``, ``Σx²``, ``Σ(v − x_new)(x_new − x)`` per row in float64.
-        """
-        xp = self.xp
-        f32, f64 = xp.float32, xp.float64
-        x_new = xp.clip((v - step * gradient) - threshold[:, None], f32(0.0), f32(1.0))
-        v_new = xp.clip(x_new + momentum[:, None] * (x_new - x), f32(0.0), f32(1.0))
-        new64, old64 = x_new.astype(f64), x.astype(f64)
-        delta = new64 - old64
-        change = xp.sum(delta * delta, axis=-1)
-        size = xp.sum(old64 * old64, axis=-1)
-        signal = xp.sum((v.astype(f64) - new64) * delta, axis=-1)
-        return x_new, v_new, change, size, signal
 
     def __repr__(self) -> str:
         return f"<calab backend {self.name!r}>"

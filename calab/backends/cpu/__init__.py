@@ -57,9 +57,15 @@ def rolling_quantile_host(traces: np.ndarray, window: int, quantile: float) -> n
         for row in range(batch):  # 1-D calls take SciPy's O(n log W) path
             out[row] = rank_filter(traces[row], rank=full_rank, size=window, origin=origin, mode="nearest")
     prefix = min(window - 1, n)
+    ranks = np.array([int(min(round_half_away(t * quantile), t)) for t in range(prefix)], dtype=np.int64)
+    if prefix and _kernels.HAVE_NUMBA:
+        # the same order statistics by sorted insertion (exact; much faster for long windows)
+        head = np.empty((batch, prefix), dtype=np.float32)
+        _kernels.expanding_quantile(traces, prefix, ranks, head)
+        out[:, :prefix] = head
+        return out
     for t in range(prefix):
-        rank = int(min(round_half_away(t * quantile), t))
-        out[:, t] = np.partition(traces[:, : t + 1], rank, axis=1)[:, rank]
+        out[:, t] = np.partition(traces[:, : t + 1], ranks[t], axis=1)[:, ranks[t]]
     return out
 
 
@@ -179,22 +185,6 @@ class NumpyBackend(Backend):
         return FistaState(
             x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
         )
-
-    def box_fista_pass(self, x, v, gradient, step, threshold, momentum):
-        """Compiled (Numba) InDeCa proximal pass: two passes over memory instead of a dozen."""
-        if not _kernels.HAVE_NUMBA:
-            return super().box_fista_pass(x, v, gradient, step, threshold, momentum)
-        x_new = np.empty_like(x)
-        v_new = np.empty_like(v)
-        _kernels.proximal_pass(
-            x, v, np.ascontiguousarray(gradient, dtype=np.float32), np.float32(step),
-            np.ascontiguousarray(threshold, dtype=np.float32), np.ascontiguousarray(momentum, dtype=np.float32),
-            True, x_new, v_new,
-        )
-        rows = x.shape[0]
-        change, size, signal = np.empty(rows), np.empty(rows), np.empty(rows)
-        _kernels.accumulate(x, v, x_new, change, size, signal)
-        return x_new, v_new, change, size, signal
 
     def rolling_quantile(self, traces: np.ndarray, window: int, quantile: float) -> np.ndarray:
         blocks = np.array_split(np.arange(traces.shape[0]), min(self.workers, traces.shape[0]))

@@ -125,14 +125,6 @@ class JaxBackend(Backend):
     def ar2_adjoint(self, residual: Any, g1: Any, g2: Any, gain: Any) -> Any:
         return _ar2_scan(self._jax, residual, g1, g2, gain, reverse=True)
 
-    compiles_loops = True
-
-    def jit(self, function: Any) -> Any:
-        return self._jax.jit(function)
-
-    def fori_loop(self, count: int, body: Any, carry: Any) -> Any:
-        return self._jax.lax.fori_loop(0, count, body, carry)
-
     def rolling_quantile(self, traces: Any, window: int, quantile: float) -> Any:
         from calab.backends.cpu import rolling_quantile_host
 
