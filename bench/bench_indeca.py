@@ -68,10 +68,10 @@ def time_ours(traces: np.ndarray, backend: str) -> dict:
     start = time.perf_counter()
     calab.solve_traces(traces, **SETTINGS, backend=backend)
     cold = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = calab.solve_traces(traces, **SETTINGS, backend=backend)
     warm = time.perf_counter() - start
-    return dict(cold_s=cold, warm_s=warm, result=result)
+    return dict(cold_s=cold, warm_s=warm, cpu_s=time.process_time() - cpu_start, result=result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {backend_info(name).reason}", file=sys.stderr)
             continue
         timing = time_ours(traces, name)
-        row = dict(backend=name, cold_s=timing["cold_s"], warm_s=timing["warm_s"])
+        row = dict(backend=name, cold_s=timing["cold_s"], warm_s=timing["warm_s"], cpu_s=timing["cpu_s"])
         if reference is not None:
             res = timing["result"]
             metrics = [cell_metrics(reference["s_counts"][i], reference["scalars"][i], res.s_counts[i], res.alpha[i],
                                     res.pve[i], int(res.iterations[i])) for i in range(args.cells)]
             row.update(
                 speedup=reference["seconds"] / timing["warm_s"],
+                cpu_ratio=reference["cpu_seconds"] / timing["cpu_s"],
                 cells_ok=sum(bool(m["ok"]) for m in metrics),
                 min_corr=min(m["corr"] for m in metrics),
                 max_total_rel=max(m["total_rel"] for m in metrics),
@@ -115,21 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# solve_traces, {args.cells} cells x {args.frames} frames, u = 10, HP+LP, noise-constrained "
           f"({platform.node()}, {platform.processor() or platform.machine()})")
     if reference is not None:
-        print(f"reference calab {reference['version']} solve_trace loop: {reference['seconds']:.1f} s "
-              f"({np.mean(reference['per_cell_s']):.2f} s/cell)")
-    header = "| backend | cold (s) | warm (s) | speed-up vs reference | cells meeting all parity criteria | min count corr | max |Δtotal|/total | max |Δalpha|/alpha | max |ΔPVE| | max |Δiter|/iter |"
+        print(f"reference calab {reference['version']} solve_trace loop: {reference['seconds']:.1f} s wall, "
+              f"{reference['cpu_seconds']:.1f} s CPU ({np.mean(reference['per_cell_s']):.2f} s/cell)")
+    header = "| backend | cold (s) | warm (s) | CPU (s) | speed-up vs reference (wall) | reference CPU / our CPU | cells meeting all parity criteria | min count corr | max |Δtotal|/total | max |Δalpha|/alpha | max |ΔPVE| | max |Δiter|/iter |"
     print(header)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if reference is None:
-            print(f"| {row['backend']} | {row['cold_s']:.1f} | {row['warm_s']:.1f} | – | – | – | – | – | – | – |")
+            print(f"| {row['backend']} | {row['cold_s']:.1f} | {row['warm_s']:.1f} | {row['cpu_s']:.1f} | – | – | – | – | – | – | – | – |")
         else:
-            print(f"| {row['backend']} | {row['cold_s']:.1f} | {row['warm_s']:.1f} | {row['speedup']:.1f}× | "
+            print(f"| {row['backend']} | {row['cold_s']:.1f} | {row['warm_s']:.1f} | {row['cpu_s']:.1f} | {row['speedup']:.1f}× | {row['cpu_ratio']:.1f}× | "
                   f"{row['cells_ok']}/{args.cells} | {row['min_corr']:.4f} | {row['max_total_rel']:.3f} | "
                   f"{row['max_alpha_rel']:.3f} | {row['max_pve_abs']:.4f} | {row['max_iter_rel']:.3f} |")
     if args.json:
         payload = dict(cells=args.cells, frames=args.frames, settings=SETTINGS, rows=rows,
-                       reference=None if reference is None else dict(version=reference["version"], seconds=reference["seconds"],
+                       reference=None if reference is None else dict(version=reference["version"], seconds=reference["seconds"], cpu_seconds=reference["cpu_seconds"],
                                                                      per_cell_s=reference["per_cell_s"]))
         args.json.write_text(json.dumps(payload, indent=1, default=float))
     return 0
