@@ -115,3 +115,18 @@ def test_seed_traces_closed_form():
     result = calab.seed_traces(x[None, :], 30.0)
     assert np.flatnonzero(result.s_counts[0]).tolist() == [99, 299]
     assert result.alpha.tolist() == [1.0]
+
+
+def test_memory_bounded_row_blocks_do_not_change_results(monkeypatch):
+    import calab.indeca.solve as solve_module
+
+    rng = np.random.default_rng(1)
+    traces = rng.normal(size=(5, 300)) + np.cumsum(rng.random((5, 300)) < 0.05, axis=1) * 0.1
+    kwargs = dict(tau_rise=0.1, tau_decay=0.6, fs=30.0, upsample_factor=4, hp_enabled=True, lp_enabled=True)
+    whole = calab.solve_traces(traces, **kwargs, backend="numpy")
+    monkeypatch.setattr(solve_module, "BLOCK_BUDGET", 300 * 4 * solve_module.BYTES_PER_SAMPLE * 2)  # 2 rows/block
+    assert len(solve_module._row_blocks(calab.backends.get_backend("numpy"), 5, 1200)) == 3
+    chunked = calab.solve_traces(traces, **kwargs, backend="numpy")
+    np.testing.assert_array_equal(whole.s_counts, chunked.s_counts)
+    np.testing.assert_array_equal(whole.alpha, chunked.alpha)
+    np.testing.assert_array_equal(whole.filtered_trace, chunked.filtered_trace)
