@@ -13,10 +13,17 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab._arrays import to_backend_f32
 from calab._progress import PROGRESS_MIN_SAMPLES, PROGRESS_STEPS, progress_reporter
-from calab.backends import array_library, get_backend, resolve_backend
-from calab.backends.interop import caller_library, concatenate_in, is_device_library, to_library, vector_to_library
+from calab.backends import array_library, resolve_backend
+from calab.backends.interop import (
+    caller_library,
+    concatenate_in,
+    host_backend,
+    is_device_library,
+    to_backend_f32,
+    to_library,
+    vector_to_library,
+)
 from calab.engine import CONSTRAINTS, Problem, solve_block
 from calab.engine.fista import CONV_MODES
 from calab.kernel import format_number, validate_parameters
@@ -165,7 +172,7 @@ def _deconvolve(
 
     if n_timepoints == 0:
         empty = np.zeros((n_cells, 0))
-        if library != "numpy":
+        if is_device_library(library):
             empty = to_library(chosen, chosen.asarray(empty), library)
         outputs = DeconvolutionResult(
             empty, np.zeros(n_cells), empty, np.zeros(n_cells, dtype=np.int64), np.ones(n_cells, dtype=bool)
@@ -187,13 +194,13 @@ def _deconvolve(
     # fast instead of after minutes of work.  Host data is checked on the host: sending
     # it to a GPU only to check it would double the transfers.
     if len(starts) > 1:
-        checker = get_backend("numpy") if library == "numpy" else chosen
+        checker = chosen if is_device_library(library) else host_backend()
         for start in starts:
             to_backend_f32(checker, batch[start : start + chunk], "input array", start)
     # NumPy results are written into preallocated float64 arrays chunk by chunk, so peak
     # memory is the outputs plus one chunk's working set (no concatenation copies, and
     # the input is only ever read one chunk at a time).
-    on_host = library == "numpy"
+    on_host = not is_device_library(library)
     activity_out = np.empty((n_cells, n_timepoints)) if on_host else []
     recon_out = (np.empty((n_cells, n_timepoints)) if on_host else []) if want_reconvolution else None
     baseline = np.empty(n_cells)

@@ -124,12 +124,11 @@ def bandpass_filter(
         For invalid time constants or sampling rate, a trace with NaN/inf, or more than
         two dimensions.
     """
-    from calab._arrays import to_backend_f32
     from calab.backends import resolve_backend
-    from calab.backends.interop import caller_library, to_library
+    from calab.backends.interop import caller_library, is_device_library, to_backend_f32, to_library
 
     library = caller_library(trace)
-    if library == "numpy":
+    if not is_device_library(library):
         trace = np.asarray(trace)
     if trace.ndim not in (1, 2):
         raise ValueError(

@@ -110,6 +110,15 @@ class Backend(ABC):
 
         return int(scipy.fft.next_fast_len(int(minimum), real=True))
 
+    def boundary_size(self, edge: int, n: int) -> int:
+        """Rows of the Gram boundary matrix for a kernel of ``edge + 1`` taps on ``n`` samples.
+
+        The matrix is zero-padded (at the top-left, where it multiplies earlier samples by
+        zero) up to this size.  Default: no padding.  Backends that compile per shape
+        bucket it, so a new kernel length reuses the compiled programs.
+        """
+        return edge
+
     @abstractmethod
     def rfft(self, batch: Any, n: int) -> Any:
         """Real FFT of length ``n`` along the last axis (zero-padded), single precision."""

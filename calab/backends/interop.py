@@ -1,4 +1,5 @@
-"""Results back in the caller's array library (the return-type policy, in one place).
+"""Data in and out of the backends: caller blocks onto a device, results back in the
+caller's array library (the return-type policy, in one place).
 
 NumPy (and anything that is not a device array: lists, memory maps, HDF5/Zarr datasets)
 → NumPy of the requested dtype; a CuPy or JAX caller gets float32 arrays of its own
@@ -11,9 +12,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from calab.backends import array_library
+from calab.backends import array_library, get_backend
 
-__all__ = ["caller_library", "concatenate_in", "is_device_library", "to_library", "vector_to_library"]
+__all__ = [
+    "caller_library",
+    "concatenate_in",
+    "host_backend",
+    "is_device_library",
+    "to_backend_f32",
+    "to_library",
+    "vector_to_library",
+]
 
 #: array libraries whose arrays live on a device and are returned in kind
 _DEVICE_LIBRARIES = ("cupy", "jax")
@@ -61,3 +70,40 @@ def concatenate_in(library: str) -> Callable[..., Any]:
     if library == "numpy":
         return np.concatenate
     return _library_module(library).concatenate
+
+
+def host_backend() -> Any:
+    """The CPU backend (host-side checks and work)."""
+    return get_backend("numpy")
+
+
+def to_backend_f32(backend: Any, array: Any, what: str, row_offset: int | None = None) -> Any:
+    """Move a ``(B, n)`` block onto ``backend`` as float32 and reject NaN/inf.
+
+    Only this block is converted: a memory-mapped or lazily loaded input is read one
+    block at a time.  ``row_offset`` (for multi-row batches) adds ``row r,`` to the error,
+    as the reference does for batches of two or more traces.
+
+    Raises
+    ------
+    ValueError
+        If the block holds NaN or infinity; the message gives the position and the fix.
+    """
+    library = array_library(array)
+    if not is_device_library(library):
+        with np.errstate(over="ignore", invalid="ignore"):
+            host = np.asarray(array, dtype=np.float32)
+        device = backend.asarray(host)
+    else:
+        device = backend.asarray(array)
+    finite = backend.xp.isfinite(device)
+    if not bool(backend.to_numpy(finite.all())):
+        mask = ~backend.to_numpy(finite)
+        row, index = (int(v[0]) for v in np.nonzero(mask))
+        where = f"index {index}" if row_offset is None else f"row {row + row_offset}, index {index}"
+        raise ValueError(
+            f"{what} contains a non-finite value (NaN or infinity) at {where}; "
+            "replace or drop NaN/inf samples (for example with numpy.nan_to_num or by "
+            "interpolation) before calling this function"
+        )
+    return device

@@ -199,11 +199,15 @@ def operator_arrays(backend: Backend, plan: SolvePlan) -> tuple[Any, ...]:
         boundary = gram_boundary(plan.kernel)
         keep = min(boundary.shape[0], plan.n_timepoints)
         edge = boundary.shape[0] - keep
+        boundary = boundary[edge:, edge:]
+        padded = min(max(backend.boundary_size(keep, plan.n_timepoints), keep), plan.n_timepoints)
+        if padded > keep:  # zero rows/columns for earlier samples: the same correction
+            boundary = np.pad(boundary, ((padded - keep, 0), (padded - keep, 0)))
         plan.device_cache[cache_key] = (
             backend.asarray(spectrum, dtype=np.complex64),
             backend.asarray(np.conj(spectrum), dtype=np.complex64),
             backend.asarray((power / size).astype(np.float32)),
-            backend.asarray(np.ascontiguousarray(boundary[edge:, edge:])),
+            backend.asarray(np.ascontiguousarray(boundary)),
         )
     return plan.device_cache[cache_key]
 
