@@ -45,6 +45,9 @@ class Backend(ABC):
     check_every: int = 1
     #: The first call with a new shape compiles programs (timings should skip it).
     compiles_per_shape: bool = False
+    #: Longest Gram boundary correction (kernel taps − 1) worth doing; beyond it the
+    #: gradient takes the residual form (two FFT pairs).  None: always the Gram form.
+    gram_max_edge: int | None = None
 
     # ----------------------------------------------------------------- discovery
     @classmethod

@@ -59,6 +59,9 @@ class JaxBackend(Backend):
     # so the banded operator runs as an FFT convolution with its exact impulse response.
     banded_by_fft = True
     compiles_per_shape = True
+    # The m x m boundary matmul of long kernels (e.g. an AR(2) impulse response at
+    # 300 Hz, m ~ 4000) costs far more than a second FFT pair.
+    gram_max_edge = 512
 
     def __init__(self) -> None:
         import jax
