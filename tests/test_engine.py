@@ -352,3 +352,20 @@ def test_cuda_kernels_take_the_stopping_rule_as_data(operator, chunks):
             assert ours.iterations[0] == 12
         np.testing.assert_array_equal(ours.iterations, generic.iterations)
         np.testing.assert_allclose(ours.activity, generic.activity, atol=1e-5)
+
+
+def test_jax_reuses_compiled_programs_for_a_new_kernel_length_or_lambda():
+    pytest.importorskip("jax")
+    from calab.backends import get_backend
+
+    jax_backend = get_backend("jax")
+    rng = np.random.default_rng(6)
+    data = rng.random((3, 500))
+    first = Problem(KernelTaps(calab.build_kernel(TAU_R, 0.60, FS)), StoppingRule(60))
+    solve_block(first, data, lam=0.1, backend="jax")
+    compiled = jax_backend._segment._cache_size()
+    for tau_decay, lam in ((0.62, 0.1), (0.58, 0.3), (0.61, 0.05)):
+        kernel = calab.build_kernel(TAU_R, tau_decay, FS)
+        assert kernel.size != first.operator.taps.size
+        solve_block(Problem(KernelTaps(kernel), StoppingRule(60)), data, lam=lam, backend="jax")
+    assert jax_backend._segment._cache_size() == compiled

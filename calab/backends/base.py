@@ -43,6 +43,11 @@ class Backend(ABC):
     banded_by_fft: bool = False
     #: Steps of the generic segment between two reads of the active mask.
     check_every: int = 1
+    #: The first call with a new shape compiles programs (timings should skip it).
+    compiles_per_shape: bool = False
+    #: Longest Gram boundary correction (kernel taps − 1) worth doing; beyond it the
+    #: gradient takes the residual form (two FFT pairs).  None: always the Gram form.
+    gram_max_edge: int | None = None
 
     # ----------------------------------------------------------------- discovery
     @classmethod
@@ -107,6 +112,15 @@ class Backend(ABC):
         import scipy.fft
 
         return int(scipy.fft.next_fast_len(int(minimum), real=True))
+
+    def boundary_size(self, edge: int, n: int) -> int:
+        """Rows of the Gram boundary matrix for a kernel of ``edge + 1`` taps on ``n`` samples.
+
+        The matrix is zero-padded (at the top-left, where it multiplies earlier samples by
+        zero) up to this size.  Default: no padding.  Backends that compile per shape
+        bucket it, so a new kernel length reuses the compiled programs.
+        """
+        return edge
 
     @abstractmethod
     def rfft(self, batch: Any, n: int) -> Any:

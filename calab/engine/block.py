@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calab._arrays import to_backend_f32
 from calab.backends import resolve_backend
+from calab.backends.interop import to_backend_f32
 from calab.engine.fista import SolvePlan, make_operator, plan_for_problem, solve_batch
 from calab.engine.problem import Problem
 from calab.filters import BASELINE_QUANTILE

@@ -196,14 +196,29 @@ def operator_arrays(backend: Backend, plan: SolvePlan) -> tuple[Any, ...]:
         spectrum = plan.kernel_spectrum
         size = plan.fft_size
         power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2
+        limit = backend.gram_max_edge
+        if limit is not None and min(plan.kernel.size - 1, plan.n_timepoints) > limit:
+            # A long kernel's boundary correction costs more than a second FFT pair: no
+            # Gram operator, the gradient takes the residual form.
+            plan.device_cache[cache_key] = (
+                backend.asarray(spectrum, dtype=np.complex64),
+                backend.asarray(np.conj(spectrum), dtype=np.complex64),
+                None,
+                None,
+            )
+            return plan.device_cache[cache_key]
         boundary = gram_boundary(plan.kernel)
         keep = min(boundary.shape[0], plan.n_timepoints)
         edge = boundary.shape[0] - keep
+        boundary = boundary[edge:, edge:]
+        padded = min(max(backend.boundary_size(keep, plan.n_timepoints), keep), plan.n_timepoints)
+        if padded > keep:  # zero rows/columns for earlier samples: the same correction
+            boundary = np.pad(boundary, ((padded - keep, 0), (padded - keep, 0)))
         plan.device_cache[cache_key] = (
             backend.asarray(spectrum, dtype=np.complex64),
             backend.asarray(np.conj(spectrum), dtype=np.complex64),
             backend.asarray((power / size).astype(np.float32)),
-            backend.asarray(np.ascontiguousarray(boundary[edge:, edge:])),
+            backend.asarray(np.ascontiguousarray(boundary)),
         )
     return plan.device_cache[cache_key]
 
@@ -266,7 +281,7 @@ def _rate_operator(backend: Backend, n: int, fft_size: int, arrays: tuple[Any, .
     def normal(batch):
         return backend.gram_filter(batch, fft_size, power, boundary)
 
-    return Operator(forward, adjoint, normal, lambda model, data: adjoint(model - data))
+    return Operator(forward, adjoint, None if power is None else normal, lambda model, data: adjoint(model - data))
 
 
 def make_operator(backend: Backend, plan: SolvePlan) -> Operator:

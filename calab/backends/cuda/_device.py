@@ -36,6 +36,8 @@ _SHARED_DEFAULT = 48 * 1024
 _SCRATCH_BYTES = 1 << 29
 #: largest element count of one 32-bit cuFFT plan
 _FFT_ELEMENTS = 2**31 - 1
+#: cuFFT plans kept per device (keyed by kind, length and batch; least recently used dropped)
+_MAX_FFT_PLANS = 8
 
 _i32, _i64, _f32, _f64 = np.int32, np.int64, np.float32, np.float64
 
@@ -111,9 +113,12 @@ class CupyKernels:
     # ------------------------------------------------------------ cuFFT
     def _plan(self, kind: int, size: int, batch: int) -> Any:
         key = (kind, size, batch)
-        plan = self._plans.get(key)
+        plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self._plans[key] = cufft.Plan1d(size, kind, batch)
+            plan = cufft.Plan1d(size, kind, batch)
+        self._plans[key] = plan  # most recently used last
+        while len(self._plans) > _MAX_FFT_PLANS:  # bounded: each plan holds a work area
+            self._plans.pop(next(iter(self._plans)))
         return plan
 
     def _run_fft(self, kind: int, src: Any, out: Any, size: int) -> None:

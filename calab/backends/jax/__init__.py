@@ -36,8 +36,13 @@ __all__ = ["JaxBackend"]
 
 #: iterations per compiled segment between host checks of the active mask
 SEGMENT = 32
-#: smallest row bucket after compaction
+#: smallest row bucket after compaction (and smallest Gram boundary bucket)
 MIN_BUCKET = 8
+#: FFT lengths are chosen from multiples of this (shape bucketing across kernel lengths)
+FFT_BUCKET = 256
+#: compiled segment programs kept before the cache is emptied (a long-running server
+#: sees a bounded number of shapes)
+MAX_COMPILED = 64
 
 _GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
 
@@ -53,6 +58,10 @@ class JaxBackend(Backend):
     # XLA executes lax.scan one time step at a time (one kernel launch per step on a GPU),
     # so the banded operator runs as an FFT convolution with its exact impulse response.
     banded_by_fft = True
+    compiles_per_shape = True
+    # The m x m boundary matmul of long kernels (e.g. an AR(2) impulse response at
+    # 300 Hz, m ~ 4000) costs far more than a second FFT pair.
+    gram_max_edge = 512
 
     def __init__(self) -> None:
         import jax
@@ -112,6 +121,14 @@ class JaxBackend(Backend):
 
     def precision_scope(self) -> Any:
         return self._jax.enable_x64(True)
+
+    def fft_length(self, minimum: int) -> int:
+        # Shape bucketing: kernels whose lengths differ by a few taps get the same FFT
+        # length (and so reuse the compiled segment).
+        return super().fft_length(-(-int(minimum) // FFT_BUCKET) * FFT_BUCKET)
+
+    def boundary_size(self, edge: int, n: int) -> int:
+        return 0 if edge == 0 else max(MIN_BUCKET, 1 << (edge - 1).bit_length())
 
     def rfft(self, batch: Any, n: int) -> Any:
         return self.xp.fft.rfft(batch, n=n, axis=-1)
@@ -193,6 +210,8 @@ class _JaxBatch(FistaBatch):
         return int(self.state.x.shape[0])
 
     def advance(self):
+        if self._segment._cache_size() > MAX_COMPILED:
+            self._segment.clear_cache()
         self.state = self._segment(
             self.state, self.data_term, self.threshold, self.valid, self.arrays, self.ar2, self.step, self.cap, self.rule,
             **self.static,
