@@ -107,7 +107,8 @@ def test_manual_start_pause_resume_stop_export(page, monkeypatch):
     thread.join(60)
     assert "error" not in holder, holder.get("error")
     result = holder["result"]
-    assert page.locator("#export-python").inner_text() == "Exported"
+    page.wait_for_function("() => document.querySelector('#export-python').textContent === 'Exported'")
+    assert page.locator("#export-python").is_disabled()
     # A manual Stop ends the iterations and finalises every cell with the best kernel so far.
     meta = result.metadata
     assert meta["stopped"] is True and meta["finalized"] is True and meta["converged"] is False
