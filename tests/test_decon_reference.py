@@ -90,10 +90,16 @@ def test_hosted_cadecon_gets_the_0_3_0_result(tmp_path, monkeypatch, payload):
     theirs = json.loads(rest.split("RESULT ", 1)[1].splitlines()[0])
 
     ours_seen: dict = {}
-    monkeypatch.setattr(apps.webbrowser, "open", lambda url: threading.Thread(
-        target=lambda: ours_seen.update(hosted_cadecon(url, payload)), daemon=True).start())
+    clients: list = []
+
+    def open_page(url):
+        clients.append(threading.Thread(target=lambda: ours_seen.update(hosted_cadecon(url, payload)), daemon=True))
+        clients[-1].start()
+
+    monkeypatch.setattr(apps.webbrowser, "open", open_page)
     ours = as_json(calab.decon(traces, 30.0, timeout=60, app_url="https://example.org/CaDecon/",
                                max_iterations=5, seed=3, num_subsets=4))
+    clients[0].join(30)  # decon returns as soon as the JSON arrives; the client records its reply after
     assert ours_seen == theirs_seen
     assert ours.keys() == theirs.keys()
     for key in theirs:
