@@ -73,3 +73,14 @@ def test_a_page_that_fails_leaves_no_process_behind(monkeypatch):
     assert calab.decon(np.ones((2, 50)), FS, headless=True, autorun=True, timeout=4) is None
     assert real != server._STATIC_TYPES
     assert _wait_gone(_descendants() - baseline) == set()
+
+
+def test_one_headless_browser_serves_several_decon_calls():
+    """Batch use (as documented): one HeadlessBrowser, datasets of different shapes."""
+    quick = dict(SETTINGS, max_iterations=1)
+    with HeadlessBrowser() as hb:
+        first = calab.decon(small_recording(), FS, headless=hb, autorun=True, timeout=120, **quick)
+        second = calab.decon(small_recording()[:4, :600], FS, headless=hb, autorun=True, timeout=120, **quick)
+        assert hb.is_alive  # the caller owns its lifetime
+    assert first.activity.shape == (6, 900) and second.activity.shape == (4, 600)
+    assert first.metadata["num_iterations"] == second.metadata["num_iterations"] == 1

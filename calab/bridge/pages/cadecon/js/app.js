@@ -312,6 +312,7 @@ function phaseFraction(phase) {
 // ------------------------------------------------------------------ polling + progress POSTs (B-05)
 function poll(soon = false) {
   clearTimeout(state.pollTimer);
+  if (state.closed) return; // exported: the Python side has shut the server down
   state.pollTimer = setTimeout(pollOnce, soon ? 50 : ACTIVE.has(state.run.status) ? 400 : 2000);
 }
 
@@ -329,7 +330,7 @@ async function pollOnce() {
     }
     if (s.status === "complete" && state.autorun && !state.exported && !s.exported) exportToPython(true);
   } catch (err) {
-    setError("run-error", err);
+    if (!state.closed) setError("run-error", err);
   }
   poll();
 }
@@ -389,6 +390,8 @@ async function exportToPython(auto = false) {
   try {
     await state.client.postJSON(`${API}/export`, {});
     state.client.stopHeartbeat(); // the session is complete (§1.10)
+    state.closed = true;
+    clearTimeout(state.pollTimer);
     if (!auto) $("export-notice").textContent = "Results exported to Python";
     $("export-notice").hidden = false;
   } catch (err) {
