@@ -378,8 +378,9 @@ function renderResults() {
     button.textContent = exported ? "Exported" : "Export to Python";
     button.disabled = !complete || exported;
   }
-  $("export-notice").hidden = !(state.autorun && exported);
-  $("export-notice").textContent = "Results auto-exported to Python";
+  $("export-notice").hidden = !exported;
+  $("export-notice").textContent = state.autorun ? "Results auto-exported to Python"
+    : "Results exported to Python: calab.decon() has returned them. Further runs here are not sent.";
   $("download").disabled = !complete;
 }
 
@@ -392,14 +393,11 @@ async function exportToPython(auto = false) {
     state.client.stopHeartbeat(); // the session is complete (§1.10)
     state.closed = true;
     clearTimeout(state.pollTimer);
-    if (!auto) $("export-notice").textContent = "Results exported to Python";
-    $("export-notice").hidden = false;
   } catch (err) {
     state.exported = false;
     $("export-error").textContent = `Bridge: failed to post results: ${err.message}`;
   }
   renderResults();
-  if (!auto && state.exported) $("export-notice").hidden = false;
 }
 
 async function downloadResults() {
