@@ -258,3 +258,12 @@ def test_numpy_and_jax_learn_the_same_kernel(population):
         meta = run_cadecon(traces, 30.0, **{**settings, "backend": backend}).metadata
         taus[backend] = (meta["tau_rise"], meta["tau_decay"])
     assert taus["jax"] == pytest.approx(taus["numpy"], rel=0.02)
+
+
+def test_cli_cadecon_without_bridge_points_to_native(tmp_path, monkeypatch, capsys):
+    from calab import cli
+
+    np.save(tmp_path / "t.npy", np.ones((2, 50)))
+    monkeypatch.setattr(cli, "_has_bridge", lambda name: False)
+    assert cli.main(["cadecon", str(tmp_path / "t.npy")]) == 1
+    assert "--native" in capsys.readouterr().err
