@@ -56,6 +56,9 @@ def peak_rss_mb() -> float:
 
 def run_reference(traces: np.ndarray, fs: float, args: argparse.Namespace) -> dict[str, Any]:
     python = reference_env.reference_python()
+    if python is None:
+        raise SystemExit("no reference venv: set CALAB_REFERENCE_VENV (e.g. /work/main/.venv-ref) or run "
+                         "tools/reference_env.py, or pass --no-reference")
     with tempfile.TemporaryDirectory(prefix="calab-cadecon-bench-") as tmp:
         path = Path(tmp) / "traces.npy"
         np.save(path, traces)

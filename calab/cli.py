@@ -218,6 +218,9 @@ def _cmd_cadecon(args: argparse.Namespace) -> int:
     if args.native:
         result = _run_native_cadecon(traces, fs, args)
     else:
+        if not _has_bridge("decon"):
+            raise CommandError("'calab cadecon' without --native needs the browser bridge (calab.decon), which is "
+                               "not part of this calab build yet; pass --native to run the loop here.")
         decon = _bridge_function("decon", "cadecon")
         result = decon(traces, fs, port=args.port, open_browser=not args.no_browser)
     if result is None:

@@ -15,7 +15,8 @@ Usage::
 
     python tools/eval_cadecon.py --suite quick          # a few scenarios, small populations
     python tools/eval_cadecon.py --suite done --cells 100 --minutes 5 --json out.json
-    python tools/eval_cadecon.py --suite defaults --variants default,peaks,spec
+    python tools/eval_cadecon.py --suite quick --variants spec,default
+    python tools/eval_cadecon.py table out.json               # markdown table of saved rows
 
 Run timings under ``flock /work/coord/bench.lock`` on a shared machine.  The results
 behind the defaults are in ``docs/cadecon.md``.
@@ -184,7 +185,28 @@ def format_row(row: dict[str, Any]) -> str:
             f"{row['fista_true_corr']:.3f}) it {row['iterations']} conv@{row['converged_at']} {row['wall_s']:.0f}s")
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as the markdown table of docs/cadecon.md."""
+    lines = ["| scenario | settings | cells x min | true τr / τd (s) | learned τr / τd | τd error | peak-time error "
+             "| corr. continuous / counts | FISTA true kernel | ratio (continuous) | iterations (conv. at) | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        learned = f"{r['tau_rise']:.3f} / {r['tau_decay']:.3f}" if "tau_rise" in r else "n/a"
+        err = (lambda k: f"{100 * r[k]:+.1f}%" if k in r else "n/a")
+        lines.append(
+            f"| {r['scenario']} | {r['variant']} | {r['cells']} x {r['minutes']:g} | {r['true_tau_rise']:.3f} / "
+            f"{r['true_tau_decay']:.3f} | {learned} | {err('tau_decay_err')} | {err('peak_err')} | "
+            f"{r['continuous_corr']:.3f} / {r['counts_corr']:.3f} | {r['fista_true_corr']:.3f} | "
+            f"{r['continuous_ratio']:.3f} | {r['iterations']} ({r['converged_at']}) | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "table":  # python tools/eval_cadecon.py table a.json [b.json ...]
+        print(markdown([row for path in argv[1:] for row in json.loads(Path(path).read_text())]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="quick", help=f"one of {sorted(SUITES)} or a comma list")
     parser.add_argument("--variants", default="default")

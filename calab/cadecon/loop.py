@@ -124,6 +124,7 @@ class _Run:
         self.last_kernels: list[np.ndarray | None] | None = None
         self.last_merge: dict[str, Any] | None = None
         self.backend_name: str = getattr(backend, "name", "numpy")
+        self.subsets: list[dict[str, int]] = []
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -148,7 +149,7 @@ class _Run:
     def _progress(self, phase: str, fraction: float, status: str | None = None) -> CaDeconProgress:
         tau_rise, tau_decay = self.taus if self.taus is not None else (None, None)
         return CaDeconProgress(self.iteration, self.settings.max_iterations, phase, float(fraction),
-                               tau_rise, tau_decay, self.rmse, status or self.status)
+                               tau_rise, tau_decay, self.rmse, status or self.status, tuple(self.history), self.subsets)
 
     def window(self, subset: Subset) -> np.ndarray:
         if self.ragged:
@@ -309,6 +310,7 @@ def _iterate(run: _Run, subsets: list[Subset], kernel_length: int, tracker: Conv
         record["trace_stability"] = None
     record["converged"] = tracker.converged
     run.history.append(record)
+    run.event("merge", 1.0)  # the iteration's record is now in the event's history
     return bool(usable)
 
 
@@ -440,6 +442,7 @@ def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
     settings, fs = run.settings, run.fs
     subsets = place_subsets(run.n_cells, run.n_frames, settings.num_subsets, settings.target_coverage,
                             settings.aspect_ratio, settings.seed)
+    run.subsets = [s._asdict() for s in subsets]
     stopped, finalize = False, True
     start_taus, start_info = (None, None), {}
     tracker: ConvergenceTracker | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = ["PHASES", "CaDeconControl", "CaDeconProgress", "make_reporter"]
@@ -43,6 +43,12 @@ class CaDeconProgress(NamedTuple):
         Shape change of the last merge (fraction of peak; None before the first).
     status : str
         ``"running"``, ``"paused"``, ``"stopping"``, ``"converged"`` or ``"done"``.
+    history : list of dict
+        The per-iteration records so far (the same dicts as ``metadata["history"]``; the
+        record of an iteration is present from its ``merge`` event with
+        ``phase_progress == 1``).  A tuple snapshot; the records themselves are shared.
+    subsets : list of dict
+        The subset rectangles (``t_start, t_stop, cell_start, cell_stop``).
     """
 
     iteration: int
@@ -53,6 +59,8 @@ class CaDeconProgress(NamedTuple):
     tau_decay: float | None
     kernel_rmse: float | None
     status: str
+    history: Sequence[dict] = ()
+    subsets: Sequence[dict] = ()
 
 
 class StopRequested(Exception):

@@ -19,11 +19,12 @@ class CaDeconResult(NamedTuple):
     Attributes
     ----------
     activity : np.ndarray
-        Deconvolved activity matrix, shape ``(n_cells, n_timepoints)``, float32.  By default
-        the thresholded event counts per frame of the finalisation pass (as the browser app
-        exports them); ``DeconConfig(activity="continuous")`` puts the continuous solution
-        at the learned kernel here instead (the other is in ``metadata``).  For a list of
-        recordings of different lengths: a list of 1-D float32 arrays.
+        Deconvolved activity matrix, shape ``(n_cells, n_timepoints)``, float32.  From
+        ``run_cadecon`` by default the continuous (non-negative FISTA) solution at the
+        learned kernel; ``DeconConfig(activity="counts")`` puts the finalisation pass's
+        thresholded event counts per frame here instead, as the browser app exports them
+        (the other one is in ``metadata``, see ``metadata["activity_kind"]``).  For a list
+        of recordings of different lengths: a list of 1-D float32 arrays.
     alphas : np.ndarray
         Per-cell scaling factors, shape ``(n_cells,)``, float64.
     baselines : np.ndarray
