@@ -407,6 +407,16 @@ def test_bad_sampling_rate(fs):
         calab.tune(TRACES, fs, open_browser=False, timeout=1)
 
 
+@pytest.mark.parametrize("fs, shown", [(np.int64(20), b"20"), (np.float32(12.5), b"12.5"), (25, b"25")])
+def test_numpy_sampling_rates_are_served_as_json_numbers(fs, shown):
+    seen = {}
+    result = launch("catune", TRACES, fs, open_browser=False, timeout=20,
+                    on_ready=lambda url: threading.Thread(target=lambda: seen.update(
+                        hosted_catune_session(url, {**catune_export(), "parameters": {}})), daemon=True).start())
+    assert json.dumps(seen["metadata"]["sampling_rate_hz"]).encode() == shown
+    assert catune_params(result.payload, fs)["fs"] == fs
+
+
 def test_unknown_and_unlaunchable_apps():
     with pytest.raises(ValueError, match="known apps: .*catune"):
         launch("nope", TRACES)

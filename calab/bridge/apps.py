@@ -88,6 +88,11 @@ def _check_traces(traces: Any, fs: Any) -> tuple[np.ndarray, float]:
     if isinstance(fs, bool) or not isinstance(fs, (int, float, np.floating, np.integer)) \
             or not math.isfinite(float(fs)) or fs <= 0:
         raise ValueError(f"fs must be a positive sampling rate in Hz, got {fs!r}")
+    # NumPy scalars become Python numbers (JSON); a Python int or float is echoed as given
+    if isinstance(fs, np.integer):
+        fs = int(fs)
+    elif isinstance(fs, np.floating):
+        fs = float(fs)
     return array, fs
 
 
