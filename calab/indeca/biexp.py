@@ -28,6 +28,8 @@ FAST_RISE_POINTS = 5
 FAST_DECAY_POINTS = 8
 CEILING_HEADROOM = 2.0
 TAU_DECAY_MAX = 5.0
+#: calab 0.3.0 keeps the refined rise time inside the grid's range (the snapshot does not)
+TAU_RISE_MAX = 0.5
 EMPTY = BiexpFitResult(0.02, 0.4, 0.0, math.inf, 0.0, 0.0, 0.0, "Empty")
 
 
@@ -101,7 +103,7 @@ def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray):
 
 def _grid(h: np.ndarray, times: np.ndarray, dt: float):
     """Cold grid search for every row of ``h``: best slow and best two-component candidates."""
-    rises = _log_grid(max(dt, 0.005), 0.5, SLOW_POINTS)
+    rises = _log_grid(max(dt, 0.005), TAU_RISE_MAX, SLOW_POINTS)
     decays = _log_grid(0.05, TAU_DECAY_MAX, SLOW_POINTS)
     tr, td = np.meshgrid(rises, decays, indexing="ij")
     keep = td > tr
@@ -164,7 +166,7 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
         )
         hi = np.select(
             [phase == 0, phase == 1, phase == 2],
-            [np.minimum(2 * tr, 0.99 * td), np.minimum(2 * td, TAU_DECAY_MAX), np.minimum(np.minimum(2 * trf, 2 * dt), 0.99 * tdf)],
+            [np.minimum(np.minimum(2 * tr, 0.99 * td), TAU_RISE_MAX), np.minimum(2 * td, TAU_DECAY_MAX), np.minimum(np.minimum(2 * trf, 2 * dt), 0.99 * tdf)],
             np.minimum(np.minimum(2 * tdf, 8 * dt), 0.15 * td),
         )
         move = lo < hi

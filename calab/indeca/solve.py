@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from calab.indeca._fista import solve_box01
 from calab.indeca.filtering import filter_batch, noise_sigma
 from calab.indeca.resample import (
     average_downsample,
@@ -91,7 +90,7 @@ def _set_rows(array: Any, rows: np.ndarray, values: Any) -> Any:
 
 def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: dict) -> dict:
     """Whole pipeline for a dense ``(B, T)`` block of equal-length traces; host outputs."""
-    from calab.fista import make_operator, make_plan
+    from calab.engine import AR2, Problem, StoppingRule, apply_operator, solve_block
     from calab.filters import rolling_baseline
 
     xp = backend.xp
@@ -123,9 +122,14 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
         if params["noise_constrained"]:
             sigma = noise_sigma(backend, raw_d, factor, tau_rise, tau_decay, fs_up, params["hp"], params["lp"])
 
-        plan = make_plan(backend, n, fs_up, tau_rise, tau_decay, "banded", "box01", params["max_iters"])
-        forward = make_operator(backend, plan).forward
-        shrink = np.float32(plan.step * (params["lambda_"] * plan.dc_gain))
+        # The engine's problem description of InDeCa's solve (ENGINE_API.md): the
+        # peak-normalised banded AR(2) operator at fs_up, box [0, 1], no baseline, the
+        # InDeCa stopping rule (cap 50·ceil(max_iters/50), relative tol after iteration 5).
+        operator = AR2.from_taus(tau_rise, tau_decay, fs_up)
+        problem = Problem(operator, StoppingRule.indeca(params["max_iters"], params["tol"]), constraint="box01")
+
+        def forward(batch: Any) -> Any:
+            return apply_operator(problem, batch, backend=backend)
 
         best_counts = np.zeros((rows, length), dtype=np.float32)
         best_alpha = np.zeros(rows)
@@ -147,16 +151,15 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
             start = None
             if round_index == 0 and warm_up is not None:
                 start = warm_up[live_d] if live.size < rows else warm_up
-            threshold = backend.asarray(np.full(live.size, shrink, dtype=np.float32), dtype=np.float32)
-            outcome = solve_box01(backend, plan, z, threshold, params["tol"], params["max_iters"], start)
-            x = outcome.x
+            outcome = solve_block(problem, z, lam=params["lambda_"], x0=start, backend=backend, reconvolution=False)
+            x = outcome.activity
             peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
             inverse = np.where(peak > 1e-10, (1.0 / np.where(peak > 1e-10, peak, 1.0)), 1.0).astype(np.float32)
             xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
             found = search_thresholds(
                 backend, forward, xhat, target, pad, factor,
                 noise_sigma=None if sigma is None else sigma[live],
-                ar2=None if plan.kernel_spectrum is not None else plan.ar2,
+                ar2=None if backend.banded_by_fft else operator.coefficients32,
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
@@ -198,7 +201,7 @@ def _row_blocks(backend: Any, rows: int, n_up: int) -> list[np.ndarray]:
     """Split rows into blocks: one per worker thread on the CPU, bounded by memory."""
     budget = min(BLOCK_BUDGET, backend.free_memory_bytes() // 4)
     per_block = max(1, budget // max(1, n_up * BYTES_PER_SAMPLE))
-    workers = 1 if backend.compiles_loops or backend.is_gpu else max(1, int(getattr(backend, "workers", 1)))
+    workers = max(1, int(getattr(backend, "workers", 1))) if backend.host_arrays else 1
     per_block = min(per_block, max(1, -(-rows // workers)))
     return [np.arange(s, min(rows, s + per_block)) for s in range(0, rows, per_block)]
 
@@ -334,7 +337,7 @@ def solve_traces(
             warm = np.stack([warm_rows[i] if warm_rows[i] is not None else np.zeros(rows[i].size) for i in members])
         return members, _solve_block(chosen, raw, warm, params)
 
-    workers = 1 if chosen.compiles_loops or chosen.is_gpu else max(1, int(getattr(chosen, "workers", 1)))
+    workers = max(1, int(getattr(chosen, "workers", 1))) if chosen.host_arrays else 1
     if workers > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calab-indeca") as pool:
             results = list(pool.map(run, jobs))

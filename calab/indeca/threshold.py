@@ -27,6 +27,8 @@ PATIENCE = 10
 NOISE_CANDIDATES = 256
 #: elements of one candidate-evaluation chunk (rows × candidates × n)
 CHUNK_ELEMENTS = 1 << 23
+#: model values below this (the operator's peak response to one spike is 1) are FFT round-off
+SNAP_LEVEL = 1e-6
 
 
 class ThresholdOutcome(NamedTuple):
@@ -87,6 +89,7 @@ class _Evaluator:
         self.pad, self.stride = pad, grid_stride or 1
         # host arrays + banded recursion: one compiled pass per candidate (no temporaries)
         self.compiled = None
+        self.exact = ar2 is not None  # the forward operator is the recursion itself
         if getattr(backend, "host_arrays", False) and ar2 is not None:
             from calab.indeca._compiled import threshold_sse
 
@@ -126,7 +129,7 @@ class _Evaluator:
             theta_d = backend.asarray(theta32, dtype=np.float32)
             width = stop - start
             spikes = (self.xhat[:, None, :] >= theta_d[:, :, None]).astype(xp.float32).reshape(rows * width, self.n)
-            model = self.forward(spikes).reshape(rows, width, self.n)[:, :, self.lo : self.hi].astype(xp.float64)
+            model = self._snap(self.forward(spikes)).reshape(rows, width, self.n)[:, :, self.lo : self.hi].astype(xp.float64)
             inner = self.inner_target[:, None, :]
             sc = np.asarray(backend.to_numpy(xp.sum(model, axis=2)))
             scc = np.asarray(backend.to_numpy(xp.sum(model * model, axis=2)))
@@ -148,12 +151,20 @@ class _Evaluator:
             sse[:, start:stop] = np.where(present, err, np.inf)
         return alpha, base, sse
 
+    def _snap(self, model: Any) -> Any:
+        """Zero FFT round-off in a model evaluated by FFT (``ar2`` unknown): the recursion
+        gives exact zeros where no spike reaches, and the fit's degenerate case needs them."""
+        if self.exact:
+            return model
+        xp = self.xp
+        return xp.where(xp.abs(model) < SNAP_LEVEL, xp.float32(0.0), model)
+
     def final(self, theta: np.ndarray, empty: np.ndarray) -> ThresholdOutcome:
         """Recompute spike trains, fit and PVE at each row's threshold (§2.3 *Final*)."""
         xp, backend = self.xp, self.backend
         theta32 = backend.asarray(np.where(empty, np.inf, theta).astype(np.float32), dtype=np.float32)
         binary = (self.xhat >= theta32[:, None]).astype(xp.float32)
-        model = self.forward(binary)[:, self.lo : self.hi].astype(xp.float64)
+        model = self._snap(self.forward(binary))[:, self.lo : self.hi].astype(xp.float64)
         inner = self.inner_target
         sc = np.asarray(backend.to_numpy(xp.sum(model, axis=1)))
         scc = np.asarray(backend.to_numpy(xp.sum(model * model, axis=1)))

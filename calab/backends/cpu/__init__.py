@@ -20,6 +20,7 @@ import numpy as np
 
 from calab.backends import BackendInfo
 from calab.backends.base import Backend
+from calab.backends.types import FistaOutcome, FistaState
 from calab.backends.cpu import _kernels
 from calab.filters import rolling_rank
 
@@ -56,9 +57,15 @@ def rolling_quantile_host(traces: np.ndarray, window: int, quantile: float) -> n
         for row in range(batch):  # 1-D calls take SciPy's O(n log W) path
             out[row] = rank_filter(traces[row], rank=full_rank, size=window, origin=origin, mode="nearest")
     prefix = min(window - 1, n)
+    ranks = np.array([int(min(round_half_away(t * quantile), t)) for t in range(prefix)], dtype=np.int64)
+    if prefix and _kernels.HAVE_NUMBA:
+        # the same order statistics by sorted insertion (exact; much faster for long windows)
+        head = np.empty((batch, prefix), dtype=np.float32)
+        _kernels.expanding_quantile(traces, prefix, ranks, head)
+        out[:, :prefix] = head
+        return out
     for t in range(prefix):
-        rank = int(min(round_half_away(t * quantile), t))
-        out[:, t] = np.partition(traces[:, : t + 1], rank, axis=1)[:, rank]
+        out[:, t] = np.partition(traces[:, : t + 1], ranks[t], axis=1)[:, ranks[t]]
     return out
 
 
@@ -155,10 +162,8 @@ class NumpyBackend(Backend):
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):
         """Compiled update (Numba) when the driver compacts every step; else the generic one."""
-        from calab.fista import MIN_ITERATIONS, TOLERANCE_SQUARED, FistaState, proximal_update
-
         if freeze or not _kernels.HAVE_NUMBA:
-            return proximal_update(xp, plan, state, gradient, threshold, freeze)
+            return super().fista_update(xp, plan, state, gradient, threshold, freeze)
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * state.t * state.t)) / 2.0
         momentum = ((state.t - 1.0) / t_next).astype(np.float32)
         x_new = np.empty_like(state.x)
@@ -174,26 +179,12 @@ class NumpyBackend(Backend):
         restart = (k > 1) & (restart_signal > 0)
         if restart.any():
             y_new[restart] = x_new[restart]
-        converged = state.converged | ((k > MIN_ITERATIONS) & (change < TOLERANCE_SQUARED * (size + 1e-20)))
+        converged = state.converged | (
+            (k > plan.min_iterations) & (change < plan.tolerance_squared * (size + 1e-20))
+        )
         return FistaState(
             x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
         )
-
-    def box_fista_pass(self, x, v, gradient, step, threshold, momentum):
-        """Compiled (Numba) InDeCa proximal pass: two passes over memory instead of a dozen."""
-        if not _kernels.HAVE_NUMBA:
-            return super().box_fista_pass(x, v, gradient, step, threshold, momentum)
-        x_new = np.empty_like(x)
-        v_new = np.empty_like(v)
-        _kernels.proximal_pass(
-            x, v, np.ascontiguousarray(gradient, dtype=np.float32), np.float32(step),
-            np.ascontiguousarray(threshold, dtype=np.float32), np.ascontiguousarray(momentum, dtype=np.float32),
-            True, x_new, v_new,
-        )
-        rows = x.shape[0]
-        change, size, signal = np.empty(rows), np.empty(rows), np.empty(rows)
-        _kernels.accumulate(x, v, x_new, change, size, signal)
-        return x_new, v_new, change, size, signal
 
     def rolling_quantile(self, traces: np.ndarray, window: int, quantile: float) -> np.ndarray:
         blocks = np.array_split(np.arange(traces.shape[0]), min(self.workers, traces.shape[0]))
@@ -219,9 +210,9 @@ class NumpyBackend(Backend):
         return self.workers * 32
 
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
-        from calab.fista import FistaOutcome, run_host_loop
-
-        n_cells, n = work.shape
+        """The driver skeleton per block of cells, blocks on the thread pool."""
+        n_cells = work.shape[0]
+        n = plan.n_timepoints
         # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
         # keep its SIMD lanes full; blocks are split evenly so every worker gets the same
         # share (a finished cell is dropped from its block, not waited for).
@@ -232,7 +223,7 @@ class NumpyBackend(Backend):
 
         def solve(start: int) -> FistaOutcome:
             rows = slice(start, start + block)
-            return run_host_loop(
+            return Backend.run_fista(
                 self,
                 plan,
                 work[rows],
