@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from calab.kernel import baseline_window, validate_parameters
+from calab.kernel import baseline_window
 
 __all__ = [
     "BASELINE_QUANTILE",
@@ -90,6 +90,13 @@ def rolling_baseline(backend: Any, traces: Any, tau_decay: float, fs: float) -> 
     return backend.rolling_quantile(traces, baseline_window(tau_decay, fs), BASELINE_QUANTILE)
 
 
+def _unchanged_copy(trace: Any, library: str) -> Any:
+    """A trace the filter leaves alone, in the documented output dtype (float64 on NumPy)."""
+    if library == "numpy":
+        return np.array(trace, dtype=np.float64)
+    return trace.astype("float32")
+
+
 def bandpass_filter(
     trace: np.ndarray,
     tau_rise: float,
@@ -116,33 +123,34 @@ def bandpass_filter(
     numpy.ndarray
         Filtered trace(s), same shape, float64 for NumPy input (CuPy/JAX input comes back
         as a float32 array of its own library).  Traces shorter than 8 samples, or whose
-        cutoffs cross (``f_hp >= f_lp``), are returned unchanged as a copy.
+        cutoffs cross (``f_hp >= f_lp``), are returned unchanged as a copy (same dtype
+        rule).
 
     Raises
     ------
     ValueError
-        For invalid time constants or sampling rate, a trace with NaN/inf, or more than
-        two dimensions.
+        For invalid time constants or sampling rate, a trace with NaN/inf, values too
+        large for float32 sums (rescale first), or more than two dimensions.
+    TypeError
+        For boolean, complex, object or text data, or parameters that are not numbers.
     """
     from calab.backends import array_library, resolve_backend
     from calab.deconvolution import _from_backend, _to_backend_f32
 
-    library = array_library(trace)
-    if library not in ("cupy", "jax"):
-        trace = np.asarray(trace)
-        library = "numpy"
-    if trace.ndim not in (1, 2):
-        raise ValueError(
-            "trace must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
-            f"got an array with shape {tuple(trace.shape)}"
-        )
+    from calab._validate import check_dynamic_range, check_kernel_parameters, check_real_array
+
+    trace = check_real_array(trace, "trace", ndim=(1, 2))
+    library = array_library(trace)  # "numpy" for host input (converted above)
+    # Parameters are checked for every length (calab 0.3.0 skipped the checks for traces
+    # shorter than 8 samples and returned them unchanged whatever fs/tau were).
+    fs, tau_rise, tau_decay, _ = check_kernel_parameters(fs, tau_rise, tau_decay, 0.01)
     n = trace.shape[-1]
     if n < MIN_FILTER_LENGTH:
-        return trace.copy()
-    validate_parameters(fs, tau_rise, tau_decay, 0.01)
-    gain = bandpass_gain(n, float(tau_rise), float(tau_decay), float(fs))
+        return _unchanged_copy(trace, library)
+    gain = bandpass_gain(n, tau_rise, tau_decay, fs)
     if gain is None:
-        return trace.copy()
+        return _unchanged_copy(trace, library)
+    check_dynamic_range(trace, "trace", n_terms=n)
     chosen = resolve_backend(backend, trace)
     batch = _to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
     filtered = apply_gain(chosen, batch, gain)
