@@ -90,13 +90,6 @@ def rolling_baseline(backend: Any, traces: Any, tau_decay: float, fs: float) -> 
     return backend.rolling_quantile(traces, baseline_window(tau_decay, fs), BASELINE_QUANTILE)
 
 
-def _unchanged_copy(trace: Any, library: str) -> Any:
-    """A trace the filter leaves alone, in the documented output dtype (float64 on NumPy)."""
-    if library == "numpy":
-        return np.array(trace, dtype=np.float64)
-    return trace.astype("float32")
-
-
 def bandpass_filter(
     trace: np.ndarray,
     tau_rise: float,
@@ -123,8 +116,8 @@ def bandpass_filter(
     numpy.ndarray
         Filtered trace(s), same shape, float64 for NumPy input (CuPy/JAX input comes back
         as a float32 array of its own library).  Traces shorter than 8 samples, or whose
-        cutoffs cross (``f_hp >= f_lp``), are returned unchanged as a copy (same dtype
-        rule).
+        cutoffs cross (``f_hp >= f_lp``), are returned unchanged as a copy (with their
+        own dtype, as in calab 0.3.0).
 
     Raises
     ------
@@ -146,10 +139,10 @@ def bandpass_filter(
     fs, tau_rise, tau_decay, _ = check_kernel_parameters(fs, tau_rise, tau_decay, 0.01)
     n = trace.shape[-1]
     if n < MIN_FILTER_LENGTH:
-        return _unchanged_copy(trace, library)
+        return trace.copy()
     gain = bandpass_gain(n, tau_rise, tau_decay, fs)
     if gain is None:
-        return _unchanged_copy(trace, library)
+        return trace.copy()
     check_dynamic_range(trace, "trace", n_terms=n)
     chosen = resolve_backend(backend, trace)
     batch = _to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
