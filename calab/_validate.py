@@ -841,8 +841,9 @@ def check_memory(estimated_bytes: float, what: str, *, limit: Any = None, how_to
     limit : int, float or str, optional
         Explicit allowance (bytes or ``"16GiB"``); default :func:`memory_limit`.
     how_to_raise : str
-        How the caller raises the allowance (e.g. ``"pass max_memory='64GiB'"``); the
-        environment variable is always mentioned.
+        How the caller raises the allowance, with ``{size}`` standing for the suggested
+        size (e.g. ``"pass max_memory='{size}'"``); the environment variable is always
+        mentioned.
 
     Raises
     ------
@@ -852,10 +853,11 @@ def check_memory(estimated_bytes: float, what: str, *, limit: Any = None, how_to
     allowance = memory_limit(limit)
     if estimated_bytes <= allowance:
         return
-    raise_hint = f"{how_to_raise}, or set " if how_to_raise else "set "
+    size = f"{math.ceil(estimated_bytes / 1024**3)}GiB"
+    raise_hint = f"{how_to_raise.format(size=size)}, or set " if how_to_raise else "set "
     raise MemoryLimitError(
         f"{what} needs about {format_bytes(estimated_bytes)} of memory, above the limit of "
         f"{format_bytes(allowance)} ({allowance} bytes). Make the request smaller (fewer cells "
-        f"or timepoints, or process it in parts), or if the machine has the memory, "
-        f"{raise_hint}the environment variable {MEMORY_LIMIT_ENV} (e.g. {MEMORY_LIMIT_ENV}=64GiB)."
+        f"or timepoints, or process it in parts), or, if the machine has that much memory, "
+        f"{raise_hint}the environment variable {MEMORY_LIMIT_ENV}={size}."
     )
