@@ -517,8 +517,9 @@ def check_kernel_parameters(
         )
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"invalid parameter: lambda must be finite and >= 0, got {fmt(lam)}")
-    samples = math.ceil(_KERNEL_LENGTH_CONSTANT * tau_decay * fs)
-    if samples > MAX_KERNEL_SAMPLES:
+    length = _KERNEL_LENGTH_CONSTANT * tau_decay * fs  # inf when the product overflows
+    if not length <= MAX_KERNEL_SAMPLES:
+        samples = str(math.ceil(length)) if math.isfinite(length) else "inf"
         raise ValueError(
             f"invalid parameter: tau_decay * fs = {fmt(tau_decay * fs)} s·Hz implies a "
             f"{samples}-sample kernel, above the {MAX_KERNEL_SAMPLES}-sample limit; check the "
