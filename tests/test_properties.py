@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +40,7 @@ from calab.backends import BACKEND_NAMES, backend_info  # noqa: E402
 #: Examples per test: host functions are cheap; a JAX example may compile a new shape.
 #: ``CALAB_HYPOTHESIS_SCALE=20`` multiplies them for a long local exploration.
 _SCALE = float(os.environ.get("CALAB_HYPOTHESIS_SCALE", "1"))
-EXAMPLES = {None: 40, "numpy": 25, "jax": 10, "cupy": 10}
+EXAMPLES = {None: 100, "numpy": 60, "jax": 25, "cupy": 25}
 
 
 def profile(backend_name: str | None) -> settings:
@@ -174,7 +175,9 @@ def arrays(draw, broken: set | frozenset = frozenset(), shapes=None, allow_devic
     if allow_device and array.dtype.kind in "fiu" and array.ndim >= 1 and draw(st.integers(0, 2)) == 0:
         from calab.backends import get_backend
 
-        return get_backend(allow_device).asarray(np.ascontiguousarray(array))
+        with warnings.catch_warnings():  # huge float64 values become inf in float32: intended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return get_backend(allow_device).asarray(np.ascontiguousarray(array))
     return array
 
 
@@ -225,7 +228,11 @@ def check_run_deconvolution_full(result: Any, args: tuple, kwargs: dict) -> None
         n_cells = _input_shape(traces)[0]
         baseline, iterations, converged = (_host(v) for v in result[1:2] + result[3:5])
         assert baseline.shape == iterations.shape == converged.shape == (n_cells,)
-        assert baseline.dtype == np.float64 and np.isfinite(baseline).all()
+        # float64 for NumPy input; a device library's default float (float32 in JAX
+        # without x64) for device input.
+        assert baseline.dtype.kind == "f" and np.isfinite(baseline).all()
+        if _library(traces) in (None, "numpy"):
+            assert baseline.dtype == np.float64
         assert iterations.dtype.kind == "i" and (iterations >= 0).all()
         assert converged.dtype == bool
 
@@ -496,8 +503,9 @@ def test_documented_error_or_finite_documented_output(entry: EntryPoint, backend
     run()
     print(f"{entry.name}[{backend_name}]: {outcomes}")
     # Both paths must be exercised, or the property would hold vacuously.
-    assert outcomes.get("returned", 0) >= 3, outcomes
-    assert sum(v for k, v in outcomes.items() if k != "returned") >= 3, outcomes
+    least = min(3, max(1, sum(outcomes.values()) // 5))
+    assert outcomes.get("returned", 0) >= least, outcomes
+    assert sum(v for k, v in outcomes.items() if k != "returned") >= least, outcomes
 
 
 def test_every_public_function_is_covered_or_listed() -> None:
