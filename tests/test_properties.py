@@ -393,6 +393,53 @@ def simulate_args(draw, device: str | None) -> tuple[tuple, dict]:
     return (), overrides
 
 
+_EXPORT_KEYS = ("tau_rise_s", "tau_decay_s", "lambda", "sampling_rate_hz")
+
+
+@st.composite
+def export_file(draw, broken: frozenset) -> str:
+    """A CaTune export JSON on disk, valid unless ``"export"`` is in ``broken``."""
+    bad = "export" in broken
+    parameters = {
+        "tau_rise_s": draw(TAU_RISE.valid), "tau_decay_s": draw(TAU_DECAY.valid),
+        "lambda": draw(LAMBDA.valid), "sampling_rate_hz": draw(FS.valid),
+        "filter_enabled": draw(st.booleans()),
+    }
+    if bad:
+        key = draw(st.sampled_from(_EXPORT_KEYS + ("filter_enabled",)))
+        action = draw(st.sampled_from(["drop", "nan", "text", "negative", "null", "huge"]))
+        if action == "drop":
+            parameters.pop(key)
+        else:
+            parameters[key] = {"nan": float("nan"), "text": "0.1", "negative": -1.0, "null": None,
+                               "huge": 1e300}[action]
+    path = _SAVE_DIR / f"export{draw(st.integers(0, 10**9))}.json"
+    path.write_text(json.dumps({"schema_version": "1.2.0", "parameters": parameters}))
+    return str(path)
+
+
+@st.composite
+def export_params_args(draw, device: str | None) -> tuple[tuple, dict]:
+    return (draw(export_file(draw(faults(("export",))))),), {}
+
+
+@st.composite
+def from_export_args(draw, device: str | None) -> tuple[tuple, dict]:
+    broken = draw(faults(ARRAY_FAULTS + ("export",)))
+    path = draw(export_file(broken))
+    parameters = json.loads(Path(path).read_text())["parameters"]
+    assume(_kernel_taps(parameters.get("sampling_rate_hz"), parameters.get("tau_decay_s")) <= MAX_SOLVER_KERNEL_TAPS)
+    return (draw(arrays(broken & set(ARRAY_FAULTS), allow_device=device)), path), {}
+
+
+def check_export_params(result: Any, args: tuple, kwargs: dict) -> None:
+    assert set(result) == {"tau_rise", "tau_decay", "lambda_", "fs", "filter_enabled"}
+    assert type(result["filter_enabled"]) is bool
+    for key in ("tau_rise", "tau_decay", "lambda_", "fs"):
+        assert isinstance(result[key], (int, float)) and np.isfinite(result[key])
+    assert result["tau_rise"] > 0 and result["tau_decay"] > 0 and result["fs"] > 0 and result["lambda_"] >= 0
+
+
 @dataclass(frozen=True)
 class EntryPoint:
     """One public function under the property: how to call it and what it may do."""
@@ -418,6 +465,8 @@ ENTRY_POINTS = [
     EntryPoint("tau_to_ar2", ar2_args, VALUE_TYPE, check_ar2),
     EntryPoint("save_for_tuning", save_args, VALUE_TYPE, check_save_roundtrip),
     EntryPoint("simulate", simulate_args, VALUE_TYPE, check_simulation),
+    EntryPoint("load_export_params", export_params_args, VALUE_TYPE + (KeyError,), check_export_params),
+    EntryPoint("deconvolve_from_export", from_export_args, VALUE_TYPE + (KeyError,), check_run_deconvolution, True),
 ]
 
 
@@ -518,7 +567,8 @@ def test_every_public_function_is_covered_or_listed() -> None:
         # backend selection: no data; tested in tests/test_backends.py
         "use_backend", "available_backends",
         # file-based: errors tested on crafted files in tests/test_io.py and tests/test_loaders.py
-        "load_tuning_data", "load_export_params", "deconvolve_from_export", "load_caiman", "load_minian",
+        # (load_tuning_data also runs here, in the save_for_tuning round trip)
+        "load_tuning_data", "load_caiman", "load_minian",
         "load_suite2p", "load_nwb",
     }
     covered = {entry.name for entry in ENTRY_POINTS}
