@@ -182,7 +182,15 @@ def _deconvolve(
     lam_value = check_lambda(lam, n_cells)
     lam_cells = lam_value if per_cell_lam else np.full(n_cells, lam_value)
     kernel = build_kernel(tau_r, tau_d, fs)
-    check_dynamic_range(batch, "traces", n_terms=n_timepoints + kernel.size, gain=dc_gain(kernel))
+    gain = dc_gain(kernel)
+    if not gain > 0:
+        # exp(-dt/tau_decay) underflows: the kernel is all zeros and every answer would be 0.
+        raise ValueError(
+            f"invalid parameter: tau_decay * fs = {tau_d * fs:.3g} s·Hz: the calcium kernel decays "
+            "to zero within one sample, so no activity can be estimated; check the units of "
+            "tau_decay (s) and fs (Hz)"
+        )
+    check_dynamic_range(batch, "traces", n_terms=n_timepoints + kernel.size, gain=gain)
     chosen = resolve_backend(backend, traces)
 
     if n_timepoints == 0:

@@ -108,6 +108,14 @@ def test_dynamic_range_check_ignores_nan_so_the_position_is_reported():
         calab.run_deconvolution(np.where(np.isnan(traces), np.nan, 1.0), FS, TAU_R, TAU_D, 0.1, backend="numpy")
 
 
+def test_a_kernel_that_vanishes_within_one_sample_is_refused(backend):
+    # fs = 1e-5 Hz with tau_decay = 0.4 s: exp(-dt/tau) underflows, the kernel is all zeros
+    # and the solver could only return zeros.
+    assert not calab.build_kernel(TAU_R, TAU_D, 1e-5).any()
+    with pytest.raises(ValueError, match="decays to zero within one sample"):
+        calab.run_deconvolution(_trace(50), 1e-5, TAU_R, TAU_D, 0.1, backend=backend)
+
+
 # --------------------------------------------------------------------------- dtype policy
 BAD_DTYPES = [
     (lambda x: x + 1j, TypeError, "complex"),
