@@ -213,6 +213,7 @@ def check_real_array(
     allow_empty: bool = True,
     finite: bool = False,
     dtype: Any = None,
+    lazy: bool = False,
 ) -> Any:
     """Check an array argument's type, dtype, rank and (optionally) finiteness.
 
@@ -235,6 +236,11 @@ def check_real_array(
     dtype : dtype-like, optional
         Convert host arrays to this dtype (e.g. ``np.float64``), without copying when the
         array already has it.
+    lazy : bool
+        Objects that declare ``dtype`` and ``shape`` without being NumPy arrays (h5py
+        datasets, Zarr and Dask arrays, memory maps) are checked from those attributes
+        only and returned unchanged: nothing is read.  ``finite`` and ``dtype`` then do
+        not apply (the caller converts and checks block by block).
 
     Returns
     -------
@@ -251,8 +257,22 @@ def check_real_array(
         Ragged nested lists, wrong rank, empty (when not allowed), NaN/inf (when
         ``finite``).
     """
-    if _is_device(value):
+    # pandas objects declare dtypes NumPy may not know (categories, nullable ints):
+    # they are converted like lists.
+    declared = (
+        hasattr(value, "dtype")
+        and hasattr(value, "shape")
+        and not isinstance(value, np.generic)
+        and not type(value).__module__.startswith("pandas")
+    )
+    if _is_device(value) or (lazy and declared and not isinstance(value, np.ndarray)):
         array = value
+        if lazy and not _is_device(value):
+            check_real_dtype(value.dtype, what)
+            _check_rank(tuple(value.shape), what, ndim)
+            if not allow_empty and math.prod(value.shape) == 0:
+                raise ValueError(f"{what} is empty (shape {tuple(value.shape)}); pass at least one value.")
+            return value
     else:
         if isinstance(value, (str, bytes)):
             raise TypeError(
@@ -267,17 +287,7 @@ def check_real_array(
                 "same number of timepoints."
             ) from None
     check_real_dtype(array.dtype, what)
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if array.ndim not in allowed:
-            shape = tuple(array.shape)
-            if allowed == (1, 2):
-                raise ValueError(
-                    f"{what} must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
-                    f"got an array with shape {shape}"
-                )
-            names = " or ".join(f"{n}-D" for n in allowed)
-            raise ValueError(f"{what} must be {names}; got an array with shape {shape}")
+    _check_rank(tuple(array.shape), what, ndim)
     if not allow_empty and array.size == 0:
         raise ValueError(f"{what} is empty (shape {tuple(array.shape)}); pass at least one value.")
     if dtype is not None and not _is_device(array):
@@ -292,6 +302,21 @@ def check_real_array(
                 "replace or drop NaN/inf samples (e.g. numpy.nan_to_num or interpolation) first"
             )
     return array
+
+
+def _check_rank(shape: tuple[int, ...], what: str, ndim: int | tuple[int, ...] | None) -> None:
+    if ndim is None:
+        return
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if len(shape) in allowed:
+        return
+    if allowed == (1, 2):
+        raise ValueError(
+            f"{what} must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
+            f"got an array with shape {shape}"
+        )
+    names = " or ".join(f"{n}-D" for n in allowed)
+    raise ValueError(f"{what} must be {names}; got an array with shape {shape}")
 
 
 # --------------------------------------------------------------------------- scalars
@@ -653,15 +678,34 @@ def dynamic_range_limit(n_terms: int, gain: float = 1.0, *, squares: bool = Fals
     return limit
 
 
+#: Elements read at a time from a lazy source (h5py/Zarr) by the dynamic-range check.
+_LAZY_BLOCK_ELEMENTS = 1 << 24
+
+
 def _peak_magnitude(array: Any) -> float:
-    """``max|x|`` without a temporary copy of the array (NaN if any value is NaN)."""
-    if getattr(array, "size", 1) == 0:
+    """``max|x|`` without a temporary copy of the array (NaN if any value is NaN).
+
+    Lazy sources (h5py datasets, Zarr arrays) are read in row blocks of about 16 M
+    elements, never whole.
+    """
+    shape = tuple(getattr(array, "shape", ()))
+    if shape and math.prod(shape) == 0:
         return 0.0
     if _is_device(array):
         return max(abs(float(array.max())), abs(float(array.min())))
-    host = np.asarray(array)
-    with np.errstate(invalid="ignore"):
-        return max(abs(float(host.max())), abs(float(host.min())))
+    if isinstance(array, np.ndarray) or not shape:
+        host = np.asarray(array)
+        with np.errstate(invalid="ignore"):
+            return max(abs(float(host.max())), abs(float(host.min())))
+    rows = max(1, _LAZY_BLOCK_ELEMENTS // max(1, math.prod(shape[1:])))
+    peak = 0.0
+    for start in range(0, shape[0], rows):
+        block = np.asarray(array[start : start + rows])
+        with np.errstate(invalid="ignore"):
+            peak = max(peak, abs(float(block.max())), abs(float(block.min())))
+        if math.isnan(peak):
+            return peak
+    return peak
 
 
 def check_dynamic_range(

@@ -163,7 +163,9 @@ def _deconvolve(
 ) -> tuple[DeconvolutionResult, int, str]:
     # Input validation (calab._validate): reference order and messages, plus the stricter
     # dtype, scalar-form and dynamic-range rules listed in docs/differences.md.
-    traces = check_real_array(traces, "traces", ndim=(1, 2), dtype=np.float64)
+    traces = check_real_array(traces, "traces", ndim=(1, 2), lazy=True)
+    if array_library(traces) in (None, "numpy"):
+        traces = np.asarray(traces, dtype=np.float64)
     library = array_library(traces)  # "numpy" for host input (converted above)
     ndim = traces.ndim
     max_iters = check_iterations(max_iters, "max_iters")

@@ -424,3 +424,22 @@ def test_python_m_calab_cli_runs_the_command_line_as_in_0_3_0(tmp_path):
     np.save(tmp_path / "t.npy", np.ones((2, 5)))
     info = _run_cli("info", str(tmp_path / "t.npy"), cwd=tmp_path)
     assert info.returncode == 0 and "Shape: (2, 5)" in info.stdout
+
+
+def test_lazy_sources_are_checked_without_reading_them(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle["ok"] = np.ones((3, 50), dtype=np.float32)
+        handle["flags"] = np.ones((3, 50), dtype=bool)
+        handle["cube"] = np.ones((2, 2, 2))
+        handle["huge"] = np.full((3, 50), 1e37)
+    with h5py.File(tmp_path / "data.h5", "r") as handle:
+        assert isinstance(_validate.check_real_array(handle["ok"], lazy=True), h5py.Dataset)
+        with pytest.raises(TypeError, match="boolean"):
+            _validate.check_real_array(handle["flags"], lazy=True)
+        with pytest.raises(ValueError, match="1-D .* or 2-D"):
+            _validate.check_real_array(handle["cube"], lazy=True)
+        with pytest.raises(ValueError, match="Rescale first"):
+            _validate.check_dynamic_range(handle["huge"], n_terms=50)
+        out = calab.run_deconvolution(handle["ok"], FS, TAU_R, TAU_D, 0.1, max_iters=50, backend="numpy")
+        assert out.shape == (3, 50) and np.isfinite(out).all()
