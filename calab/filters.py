@@ -142,13 +142,13 @@ def bandpass_filter(
     TypeError
         For boolean, complex, object or text data, or parameters that are not numbers.
     """
-    from calab.backends import array_library, resolve_backend
-    from calab.deconvolution import _from_backend, _to_backend_f32
+    from calab.backends import resolve_backend
+    from calab.backends.interop import caller_library, is_device_library, to_backend_f32, to_library
 
     from calab._validate import check_dynamic_range, check_kernel_parameters, check_real_array
 
-    trace = check_real_array(trace, "trace", ndim=(1, 2))
-    library = array_library(trace)  # "numpy" for host input (converted above)
+    trace = check_real_array(trace, "trace", ndim=(1, 2))  # NumPy for host input
+    library = caller_library(trace)
     # Parameters are checked for every length (calab 0.3.0 skipped the checks for traces
     # shorter than 8 samples and returned them unchanged whatever fs/tau were).
     fs, tau_rise, tau_decay, _ = check_kernel_parameters(fs, tau_rise, tau_decay, 0.01)
@@ -163,6 +163,6 @@ def bandpass_filter(
         return trace.copy()
     check_dynamic_range(trace, "trace", n_terms=n)
     chosen = resolve_backend(backend, trace)
-    batch = _to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
+    batch = to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
     filtered = apply_gain(chosen, batch, gain)
-    return _from_backend(chosen, filtered, library).reshape(trace.shape)
+    return to_library(chosen, filtered, library).reshape(trace.shape)

@@ -25,7 +25,7 @@ import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -361,6 +361,7 @@ def deconvolve_from_export(
     return_full: bool = False,
     *,
     backend: str | None = None,
+    progress: bool | Callable[[int], object] | None = None,
 ) -> np.ndarray | DeconvolutionResult:
     """Run deconvolution using parameters from a CaTune export JSON.
 
@@ -381,6 +382,9 @@ def deconvolve_from_export(
     backend : str, optional, keyword-only
         Compute backend (``"numpy"``, ``"jax"``, ``"cupy"`` or ``"auto"``); None follows
         the usual resolution order (see :func:`calab.use_backend`).
+    progress : bool or callable, optional, keyword-only
+        As in :func:`calab.run_deconvolution` (the command line's ``calab deconvolve``
+        passes its bar here).
 
     Returns
     -------
@@ -397,7 +401,6 @@ def deconvolve_from_export(
     """
     params = load_export_params(params_path)
     tau_rise, tau_decay, fs = params["tau_rise"], params["tau_decay"], params["fs"]
-    kwargs = {} if backend is None else {"backend": backend}
     if params["filter_enabled"]:
         from calab._validate import check_real_array
         from calab.filters import bandpass_filter
@@ -407,9 +410,9 @@ def deconvolve_from_export(
         # on its backend.  The published calab returns a (1, n) input as (n,) when
         # filtering is on (and keeps (1, n) when it is off); we keep the input's shape.
         traces = check_real_array(traces, "traces", ndim=(1, 2))
-        traces = bandpass_filter(traces, tau_rise, tau_decay, fs, **kwargs)
+        traces = bandpass_filter(traces, tau_rise, tau_decay, fs, backend=backend)
 
     from calab.deconvolution import run_deconvolution, run_deconvolution_full
 
     solve = run_deconvolution_full if return_full else run_deconvolution
-    return solve(traces, fs, tau_rise, tau_decay, params["lambda_"], **kwargs)
+    return solve(traces, fs, tau_rise, tau_decay, params["lambda_"], backend=backend, progress=progress)

@@ -36,6 +36,8 @@ _SHARED_DEFAULT = 48 * 1024
 _SCRATCH_BYTES = 1 << 29
 #: largest element count of one 32-bit cuFFT plan
 _FFT_ELEMENTS = 2**31 - 1
+#: cuFFT plans kept per device (keyed by kind, length and batch; least recently used dropped)
+_MAX_FFT_PLANS = 8
 
 _i32, _i64, _f32, _f64 = np.int32, np.int64, np.float32, np.float64
 
@@ -111,9 +113,12 @@ class CupyKernels:
     # ------------------------------------------------------------ cuFFT
     def _plan(self, kind: int, size: int, batch: int) -> Any:
         key = (kind, size, batch)
-        plan = self._plans.get(key)
+        plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self._plans[key] = cufft.Plan1d(size, kind, batch)
+            plan = cufft.Plan1d(size, kind, batch)
+        self._plans[key] = plan  # most recently used last
+        while len(self._plans) > _MAX_FFT_PLANS:  # bounded: each plan holds a work area
+            self._plans.pop(next(iter(self._plans)))
         return plan
 
     def _run_fft(self, kind: int, src: Any, out: Any, size: int) -> None:
@@ -147,7 +152,7 @@ class CupyKernels:
 
     def fista_update_fft(
         self, x, ypad, full, data, boundary, tmom, iters, active, converged, threshold,
-        *, gram, step, scale, box, cap, tol2, threads,
+        *, gram, step, scale, box, cap, tol2, threads, min_iters=5,
     ) -> None:
         rows, n = x.shape
         if rows == 0:
@@ -158,7 +163,7 @@ class CupyKernels:
             (rows,), (int(threads),),
             (x, ypad, full, data, matrix, tmom, iters, active, converged, threshold,
              _i32(n), _i64(ypad.shape[1]), _i64(full.shape[1]), _i32(edge), _i32(bool(gram)),
-             _f32(step), _f32(scale), _i32(bool(box)), _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _f32(step), _f32(scale), _i32(bool(box)), _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
             shared_mem=4 * edge,
         )  # fmt: skip
 
@@ -183,14 +188,14 @@ class CupyKernels:
 
     def ar2_adjoint_update_tm(
         self, e, x, y, tmom, iters, active, converged, threshold,
-        *, g1, g2, gain, step, box, cap, tol2,
+        *, g1, g2, gain, step, box, cap, tol2, min_iters=5,
     ) -> None:
         n, width = e.shape
         self._fn("ar2_adjoint_update_tm")(
             (_blocks(width, 64, 2**31 - 1),), (64,),
             (e, x, y, tmom, iters, active, converged, threshold, _i32(n), _i64(width),
              _f32(g1), _f32(g2), _f32(gain), _f32(step), _i32(bool(box)),
-             _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
         )  # fmt: skip
 
     def ar2_chunk_forward_local(self, src, z, ends, active, L, C, g1, g2, gain) -> None:
@@ -253,12 +258,12 @@ class CupyKernels:
              _i32(L), _i32(C), _f32(step), _i32(bool(box))),
         )  # fmt: skip
 
-    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2) -> None:
+    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2, min_iters=5) -> None:
         width = tmom.shape[0]
         self._fn("fista_decide")(
             (_blocks(width, 64, 2**31 - 1),), (64,),
             (partials, _i32(C), _i64(width), tmom, iters, active, converged, restart_flags,
-             _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
         )  # fmt: skip
 
     def fista_restart_tm(self, x, y, restart_flags) -> None:
