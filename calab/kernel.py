@@ -177,15 +177,28 @@ def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, flo
     Raises
     ------
     TypeError
-        If a parameter is not a real number.
+        If a parameter is not a real number (bool and str included).
     ValueError
-        If a parameter is not finite and positive (calab 0.3.0 did not check: a negative
-        ``tau_rise`` gave a root ``r > 1``, zero raised ZeroDivisionError).
+        If a parameter is NaN, infinite or zero, or a negative one makes the exponential
+        overflow (calab 0.3.0 raised ZeroDivisionError/OverflowError there).  Other
+        negative values are computed as in 0.3.0 (a negative ``tau_rise`` gives
+        ``r > 1``).
     """
-    tau_rise = check_real_scalar(tau_rise, "tau_rise", minimum=0.0, strict_minimum=True, unit=" s")
-    tau_decay = check_real_scalar(tau_decay, "tau_decay", minimum=0.0, strict_minimum=True, unit=" s")
-    fs = check_real_scalar(fs, "fs", minimum=0.0, strict_minimum=True, unit=" Hz")
-    return _ar2_unchecked(tau_rise, tau_decay, fs)
+    values = {}
+    for name, value in (("tau_rise", tau_rise), ("tau_decay", tau_decay), ("fs", fs)):
+        number = check_real_scalar(value, name)
+        if number == 0:
+            raise ValueError(f"{name} must not be 0 (tau_to_ar2 divides by it)")
+        values[name] = number
+    try:
+        return _ar2_unchecked(values["tau_rise"], values["tau_decay"], values["fs"])
+    except OverflowError:
+        # Only for negative values (as in calab 0.3.0, they are not rejected as such).
+        raise ValueError(
+            f"tau_to_ar2({format_number(values['tau_rise'])}, {format_number(values['tau_decay'])}, "
+            f"{format_number(values['fs'])}): exp(-1/(fs*tau)) overflows; time constants and fs "
+            "must be positive"
+        ) from None
 
 
 def _ar2_unchecked(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float, float, float]:

@@ -245,7 +245,8 @@ def test_simulate_memory_estimate_covers_the_outputs():
         (lambda: calab.tau_to_ar2(TAU_R, TAU_D, "30"), TypeError),
         (lambda: calab.tau_to_ar2(True, TAU_D, FS), TypeError),
         (lambda: calab.tau_to_ar2(0.0, TAU_D, FS), ValueError),
-        (lambda: calab.tau_to_ar2(-0.02, TAU_D, FS), ValueError),
+        (lambda: calab.tau_to_ar2(-1e-5, TAU_D, FS), ValueError),
+        (lambda: calab.tau_to_ar2(TAU_R, float("nan"), FS), ValueError),
     ],
 )
 def test_strings_bools_and_nonsense_are_not_numbers(call, error):
