@@ -2,7 +2,7 @@
 
 ``run_deconvolution`` / ``run_deconvolution_full`` keep the published calab 0.3.0
 signatures, defaults, validation messages and numbers (spec ``numerics.md``), and add a
-keyword-only ``backend=`` argument.  The work itself lives in :mod:`calab.fista` and the
+keyword-only ``backend=`` argument.  The work itself lives in :mod:`calab.engine` and the
 backends; this module only handles input checking, cell chunking and output types.
 """
 

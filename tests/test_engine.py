@@ -369,3 +369,30 @@ def test_jax_reuses_compiled_programs_for_a_new_kernel_length_or_lambda():
         assert kernel.size != first.operator.taps.size
         solve_block(Problem(KernelTaps(kernel), StoppingRule(60)), data, lam=lam, backend="jax")
     assert jax_backend._segment._cache_size() == compiled
+
+
+def test_a_memory_mapped_input_is_never_copied_whole(tmp_path, monkeypatch):
+    # The input is converted one chunk at a time: peak traced allocations stay below the
+    # float64 output plus half the input's float64 size (a whole float64 copy of the input,
+    # as before #8, would need the full input size on top of the output).
+    import tracemalloc
+
+    cells, frames = 8000, 500
+    path = tmp_path / "traces.npy"
+    data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(cells, frames))
+    data[:] = np.random.default_rng(0).random((cells, frames), dtype=np.float32)
+    data.flush()
+    del data
+    traces = np.load(path, mmap_mode="r")
+    monkeypatch.setenv("CALAB_CHUNK_CELLS", "256")
+    # Warm up first: loading the compiled kernels allocates once per process.
+    calab.run_deconvolution(traces[:2], FS, TAU_R, TAU_D, 1.0, backend="numpy", progress=False)
+    tracemalloc.start()
+    try:
+        activity = calab.run_deconvolution(traces, FS, TAU_R, TAU_D, 1.0, backend="numpy", progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    output = cells * frames * 8
+    assert activity.shape == (cells, frames) and activity.dtype == np.float64
+    assert peak < output + output // 2, f"peak {peak / 2**20:.1f} MiB for a {output / 2**20:.1f} MiB output"

@@ -136,7 +136,7 @@ class Backend(ABC):
         One FFT pair with the kernel's power spectrum ``|K̂|²`` applies the untruncated
         autocorrelation filter (``power`` is ``|K̂|²/size``, so the unnormalised inverse FFT
         needs no further scaling); the last ``m`` samples, where truncation matters, are then
-        corrected by ``batch[:, n−m:] @ boundary`` (see :func:`calab.fista.gram_boundary`).
+        corrected by ``batch[:, n−m:] @ boundary`` (see :func:`calab.engine.fista.gram_boundary`).
         """
         xp = self.xp
         n = batch.shape[-1]

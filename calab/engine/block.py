@@ -181,6 +181,8 @@ def solve_block(
         block = to_backend_f32(chosen, data, what, row_offset)
         warm = None
         if x0 is not None:
+            if not hasattr(x0, "shape"):
+                x0 = np.asarray(x0, dtype=np.float32)
             if tuple(x0.shape) != (n_cells, n_activity):
                 raise ValueError(
                     f"x0 must have shape ({n_cells}, {n_activity}) (cells, upsample x samples), got {tuple(x0.shape)}"

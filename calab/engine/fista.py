@@ -1,27 +1,31 @@
-"""Batched FISTA deconvolution, written once against the backend interface.
+"""Batched FISTA, written once against the backend interface.
 
-The problem solved for every cell (row) of a ``(n_cells, n_timepoints)`` batch is
+The problem solved for every cell (row) of a ``(n_cells, n)`` batch is
 
-    minimise_s  ½‖work − K s‖² + λ·G·‖s‖₁   subject to  s ≥ 0   (``nonneg``)
-                                                  or  0 ≤ s ≤ 1  (``box01``)
+    minimise_s  ½‖work − R K s‖² + λ·G·‖s‖₁   subject to  s ≥ 0   (``nonneg``)
+                                                    or  0 ≤ s ≤ 1  (``box01``)
 
-where ``K`` is causal convolution with the calcium kernel (FFT mode) or its AR(2)
-recursion (banded mode) and ``G`` is the kernel's DC gain — exactly the iteration of the
-published calab 0.3.0 (spec ``numerics.md`` §7): float32 arrays, float64 step, momentum
-and reductions, O'Donoghue–Candès gradient restart, relative-change convergence after
-five iterations, and an iteration cap rounded up to a multiple of 100.
+where ``K`` is causal convolution with free-form kernel taps (FFT) or the banded AR(2)
+recursion, ``R`` the block mean of upsampled problems (identity otherwise) and ``G`` the
+operator's L1 weight — the iteration of the published calab 0.3.0 (spec ``numerics.md``
+§7, ``indeca.md`` §1.6): float32 arrays, float64 step, momentum and reductions,
+O'Donoghue–Candès gradient restart, and the stopping rule of the
+:class:`~calab.engine.problem.Problem` (tolerance, minimum iterations, cap).
 
 Layout of the code:
 
-* :class:`SolvePlan` — everything that does not depend on the data, computed once on the
-  host in float64 and shipped to the device so all backends share constants bit for bit.
+* :func:`plan_for_problem` — the :class:`~calab.backends.types.SolvePlan` of a problem:
+  everything that does not depend on the data, computed once on the host in float64 and
+  shipped to the device so all backends share constants bit for bit
+  (:func:`make_plan` is CaTune's problem from ``(τr, τd)``).
+* :func:`build_operator` — ``R K``, its adjoint and (FFT mode) the Gram operator.
 * :func:`fista_step` — one pure step for the whole batch.  Restart, convergence, momentum
   and the iteration count are per-cell vectors; cells that are done are frozen by a mask.
-* :func:`run_host_loop` — the driver used by NumPy and CuPy: a host loop that syncs once
-  every ``check_every`` steps and *compacts* the batch (drops finished cells).  JAX runs
-  the same :func:`fista_step` inside ``lax.while_loop`` (see ``calab.backends.jax``).
-* :func:`solve_batch` — chunks a large batch under the backend's memory budget, runs the
-  driver and assembles the outputs in the input frame (spec §9).
+* :class:`StepBatch` — the generic *segment* of the driver skeleton
+  (:func:`calab.backends.driver.run_segments`); JAX jits the same step in
+  ``lax.while_loop`` segments and CUDA runs fused kernels, under the same skeleton.
+* :func:`solve_batch` — runs the backend's driver for one block and assembles the outputs
+  in the input frame (spec §9).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ extern "C" __global__ void residual_pad(
 //
 // gram = 1: g = f32(f32(full - corr) - data) with full the unnormalised inverse FFT of
 //           rfft(y)·|K|²/P and corr = y[n-edge:] @ boundary on the last `edge` samples
-//           (calab.fista.gram_boundary), data = K^T work;
+//           (calab.engine.fista.gram_boundary), data = K^T work;
 // gram = 0: g = f32(full * scale) with full the unnormalised adjoint FFT of the residual.
 // Dynamic shared memory: edge floats (the tail of y, read before y is overwritten).
 extern "C" __global__ void fista_update_fft(
