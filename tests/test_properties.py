@@ -739,6 +739,10 @@ def test_every_public_function_is_covered_or_listed() -> None:
         "DeconvolutionResult", "SimulationConfig", "KernelConfig", "NoiseConfig", "PhotobleachingConfig",
         "SaturationConfig", "PoissonConfig", "MarkovConfig", "RandomWalkDrift", "SinusoidalDrift",
         "DriftModel", "SpikeModel", "SimulationResult", "CellGroundTruth", "presets", "BackendUnavailableError",
+        # result/config/control types of other branches (InDeCa, CaDecon, bridge)
+        "SolveTraceResult", "SolveTracesResult", "BiexpFitResult", "BiexpFitResults", "KernelSubset",
+        "CaDeconResult", "DeconConfig", "CaDeconProgress", "CaDeconControl", "CaDeconWarning",
+        "HeadlessBrowser", "BridgeVersionError", "BridgeVersionWarning",
         # backend selection: no data; tested in tests/test_backends.py
         "use_backend", "available_backends",
         # file-based: errors tested on crafted files in tests/test_io.py and tests/test_loaders.py
