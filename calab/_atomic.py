@@ -8,6 +8,11 @@ fsynced, and only then renamed over the destination.  A crash, a full disk or an
 exception half-way through therefore leaves either the old file or no file, never a
 truncated one, and the temporary file is removed on failure.
 
+A process killed outright (``kill -9``, power loss) cannot remove its temporary file.  Such
+a leftover is hidden, named ``.<file name>.calab-<host>-<pid>.<random>.tmp``, and removed
+by the next calab write to the same destination once its writer's process is gone (see
+:func:`remove_stale_temporaries`).
+
 Overwrite policy (see ``docs/differences.md``): the library functions replace existing
 files (as the published calab does), but atomically; the ``calab`` command line refuses
 to replace an existing file unless ``--force`` is given.
@@ -17,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_many", "check_writable"]
+__all__ = ["atomic_write", "atomic_write_many", "check_writable", "remove_stale_temporaries"]
 
 
 def _current_umask() -> int:
@@ -91,9 +99,88 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     return destination
 
 
+#: Temporary files are named ``.<destination name>.calab-<host>-<pid>.<random>.tmp``: the
+#: writer's host and process id make a leftover provably ours and provably stale.
+_TEMP_MARK = ".calab-"
+_TEMP_SUFFIX = ".tmp"
+#: Keep temporary names well under the usual 255-byte file-name limit.
+_MAX_NAME_PART = 150
+
+
+def _host_tag() -> str:
+    """This machine's name, reduced to characters safe in a file name (at most 32)."""
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname() or "localhost")
+    return host[:32] or "localhost"
+
+
+def _temporary_prefix(destination: Path) -> str:
+    """``.<name>.calab-``: the fixed start of every temporary file for ``destination``."""
+    return f".{destination.name[:_MAX_NAME_PART]}{_TEMP_MARK}"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (POSIX; a process of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(destination: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files that a killed calab writer left next to ``destination``.
+
+    A leftover is removed only when it is provably ours and provably stale: its name has
+    calab's pattern for this destination (``.<name>.calab-<host>-<pid>.<random>.tmp``),
+    it was written on this host by a process that no longer exists, it is a regular file
+    (not a link) and it belongs to the current user.  Anything else is left alone,
+    including temporaries of calab versions before 0.4 (``.<name>.<random>.tmp``).
+    Only POSIX systems are cleaned (checking a process id on Windows is not harmless).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    if os.name != "posix":
+        return []
+    destination = Path(destination)
+    directory = destination.parent if str(destination.parent) else Path(".")
+    prefix = _temporary_prefix(destination)
+    pattern = re.compile(re.escape(prefix) + re.escape(_host_tag()) + r"-(\d+)\.[^/]*" + re.escape(_TEMP_SUFFIX))
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to remove
+        removed.append(Path(entry.path))
+    return removed
+
+
 def _open_temporary(destination: Path, mode: str) -> tuple[IO, Path]:
+    remove_stale_temporaries(destination)
     fd, name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent or Path(".")
+        prefix=f"{_temporary_prefix(destination)}{_host_tag()}-{os.getpid()}.",
+        suffix=_TEMP_SUFFIX,
+        dir=destination.parent or Path("."),
     )
     try:
         handle = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))

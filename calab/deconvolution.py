@@ -14,6 +14,14 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from calab._progress import PROGRESS_MIN_SAMPLES, PROGRESS_STEPS, progress_reporter
+from calab._validate import (
+    IntegerRangeError,
+    check_dynamic_range,
+    check_iterations,
+    check_kernel_parameters,
+    check_lambda,
+    check_real_array,
+)
 from calab.backends import array_library, resolve_backend
 from calab.backends.interop import (
     caller_library,
@@ -26,12 +34,9 @@ from calab.backends.interop import (
 )
 from calab.engine import CONSTRAINTS, Problem, solve_block
 from calab.engine.fista import CONV_MODES
-from calab.kernel import format_number, validate_parameters
+from calab.kernel import build_kernel, dc_gain
 
 __all__ = ["DeconvolutionResult", "run_deconvolution", "run_deconvolution_full"]
-
-_MAX_ITERS_LIMIT = 2**32 - 1
-
 
 class DeconvolutionResult(NamedTuple):
     """Full result from FISTA deconvolution.
@@ -60,12 +65,8 @@ class DeconvolutionResult(NamedTuple):
     converged: bool | np.ndarray
 
 
-class IterationCountError(OverflowError, ValueError):
-    """``max_iters`` outside ``[0, 2**32 - 1]`` (an OverflowError, as in calab 0.3.0, and a ValueError)."""
-
-
-class IterationTypeError(TypeError):
-    """``max_iters`` is not an integer."""
+#: Kept for code that caught it by name: ``max_iters`` outside ``[0, 2**32 - 1]``.
+IterationCountError = IntegerRangeError
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,39 +74,6 @@ class IterationTypeError(TypeError):
 _to_backend_f32 = to_backend_f32
 _from_backend = to_library
 _vector_to_library = vector_to_library
-
-
-def _check_max_iters(max_iters: Any) -> int:
-    if isinstance(max_iters, (bool, np.bool_)) or not isinstance(max_iters, (int, np.integer)):
-        raise IterationTypeError(
-            f"max_iters must be an integer number of iterations (e.g. 2000), got "
-            f"{type(max_iters).__name__} {max_iters!r}"
-        )
-    value = int(max_iters)
-    if not 0 <= value <= _MAX_ITERS_LIMIT:
-        raise IterationCountError(
-            f"max_iters must be between 0 and {_MAX_ITERS_LIMIT}, got {value}"
-        )
-    return value
-
-
-def _check_lambda(lam: Any, n_cells: int) -> np.ndarray:
-    """λ as a ``(n_cells,)`` float64 vector: a scalar, or one value per cell."""
-    values = np.asarray(lam, dtype=np.float64) if not np.isscalar(lam) else np.float64(lam)
-    if np.ndim(values) == 0:
-        return np.full(n_cells, float(values))
-    if values.ndim != 1 or values.shape[0] != n_cells:
-        raise ValueError(
-            f"invalid parameter: lambda must be a number or one value per cell "
-            f"(shape ({n_cells},)), got shape {values.shape}"
-        )
-    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0)))
-    if bad.size:
-        raise ValueError(
-            f"invalid parameter: lambda must be finite and >= 0, got "
-            f"{format_number(values[bad[0]])} for cell {bad[0]}"
-        )
-    return values
 
 
 def _chunk_cells(backend: Any, n_cells: int, n_timepoints: int) -> int:
@@ -147,19 +115,19 @@ def _deconvolve(
     want_reconvolution: bool = True,
     progress: Any = None,
 ) -> tuple[DeconvolutionResult, int, str]:
+    # Input validation (calab._validate): reference order and messages, plus the stricter
+    # dtype, scalar-form and dynamic-range rules listed in docs/differences.md.  Lazy
+    # sources (h5py, Zarr) are checked from their dtype/shape and stay unread here.
+    traces = check_real_array(traces, "traces", ndim=(1, 2), lazy=True)
     library = caller_library(traces)
     traces = _as_batch_source(traces)
     ndim = traces.ndim
-    if ndim not in (1, 2):
-        raise ValueError(
-            "traces must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
-            f"got an array with shape {tuple(traces.shape)}"
-        )
-    max_iters = _check_max_iters(max_iters)
-    validate_parameters(fs, tau_r, tau_d, lam if np.isscalar(lam) else 0.0)
-    if conv_mode not in CONV_MODES:
+    max_iters = check_iterations(max_iters, "max_iters")
+    per_cell_lam = isinstance(lam, (list, tuple)) or np.ndim(lam) > 0
+    fs, tau_r, tau_d, _ = check_kernel_parameters(fs, tau_r, tau_d, 0.0 if per_cell_lam else lam)
+    if not isinstance(conv_mode, str) or conv_mode not in CONV_MODES:
         raise ValueError(f"conv_mode must be 'fft' or 'banded', got {conv_mode!r}")
-    if constraint not in CONSTRAINTS:
+    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be 'nonneg' or 'box01', got {constraint!r}")
     batch = traces.reshape(1, -1) if ndim == 1 else traces
     n_cells, n_timepoints = (int(v) for v in batch.shape)
@@ -167,7 +135,18 @@ def _deconvolve(
         raise ValueError(
             f"traces has no cells (shape {tuple(traces.shape)}); pass at least one trace"
         )
-    lam_cells = _check_lambda(lam, n_cells)
+    lam_value = check_lambda(lam, n_cells)
+    lam_cells = lam_value if per_cell_lam else np.full(n_cells, lam_value)
+    kernel = build_kernel(tau_r, tau_d, fs)
+    gain = dc_gain(kernel)
+    if not gain > 0:
+        # exp(-dt/tau_decay) underflows: the kernel is all zeros and every answer would be 0.
+        raise ValueError(
+            f"invalid parameter: tau_decay * fs = {tau_d * fs:.3g} s·Hz: the calcium kernel decays "
+            "to zero within one sample, so no activity can be estimated; check the units of "
+            "tau_decay (s) and fs (Hz)"
+        )
+    check_dynamic_range(batch, "traces", n_terms=n_timepoints + kernel.size, gain=gain)
     chosen = resolve_backend(backend, traces)
 
     if n_timepoints == 0:

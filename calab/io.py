@@ -125,7 +125,8 @@ def save_for_tuning(
         Additional JSON-serialisable metadata for the sidecar.  Keys are merged into the
         output; the built-in keys (``schema_version``, ``sampling_rate_hz``,
         ``num_cells``, ``num_timepoints``, ``dtype``) take precedence.  NumPy scalars and
-        arrays are converted to JSON numbers and lists.
+        arrays are converted to JSON numbers and lists.  Numbers must be finite: NaN and
+        infinities are not valid JSON (use None for a missing value).
     overwrite : bool, keyword-only
         Replace existing files (default, as in the published calab).  With False, an
         existing ``.npy`` or sidecar raises :class:`FileExistsError` before anything is
@@ -134,11 +135,11 @@ def save_for_tuning(
     Raises
     ------
     ValueError
-        If ``traces`` has more than 2 dimensions or is empty, or ``fs`` is None, not
-        finite or not positive.
+        If ``traces`` has more than 2 dimensions or is empty, ``fs`` is None, not finite
+        or not positive, or ``metadata`` holds NaN or infinite numbers.
     TypeError
-        If ``traces`` is complex or non-numeric, ``fs`` is not a number, or ``metadata``
-        is not a dict of JSON-serialisable values.
+        If ``traces`` is boolean, complex, object or text data, ``fs`` is not a number
+        (bool and str included), or ``metadata`` is not a dict of JSON-serialisable values.
     FileNotFoundError
         If the output directory does not exist.
     FileExistsError
@@ -171,7 +172,9 @@ def save_for_tuning(
             "dtype": "<f8",
         }
     )
-    text = json.dumps(sidecar, indent=2)  # no trailing newline, ASCII-escaped: as published
+    # No trailing newline, ASCII-escaped: as published.  allow_nan=False: NaN/Infinity are
+    # not JSON (jsonable already refused them in the caller's metadata).
+    text = json.dumps(sidecar, indent=2, allow_nan=False)
 
     npy_path, json_path = tuning_paths(path)
     for destination in (npy_path, json_path):
@@ -399,16 +402,15 @@ def deconvolve_from_export(
     params = load_export_params(params_path)
     tau_rise, tau_decay, fs = params["tau_rise"], params["tau_decay"], params["fs"]
     if params["filter_enabled"]:
+        from calab._validate import check_real_array
         from calab.filters import bandpass_filter
 
-        array = np.asarray(traces)
-        original_ndim = array.ndim
-        filtered = as_traces_2d(array, allow_empty=True).copy()
-        for row in range(filtered.shape[0]):
-            filtered[row] = bandpass_filter(filtered[row], tau_rise, tau_decay, fs, backend=backend)
-        # The published calab returns a (1, n) input as (n,) when filtering is on (and
-        # keeps (1, n) when it is off); we keep the input's shape in both cases.
-        traces = filtered[0] if original_ndim == 1 else filtered
+        # One batched filter call (row by row, as the published calab does, but in one
+        # FFT): it keeps the input's array library and device, so CuPy/JAX input stays
+        # on its backend.  The published calab returns a (1, n) input as (n,) when
+        # filtering is on (and keeps (1, n) when it is off); we keep the input's shape.
+        traces = check_real_array(traces, "traces", ndim=(1, 2))
+        traces = bandpass_filter(traces, tau_rise, tau_decay, fs, backend=backend)
 
     from calab.deconvolution import run_deconvolution, run_deconvolution_full
 

@@ -9,9 +9,16 @@ with its messages.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 import numpy as np
+
+from calab._validate import (
+    check_kernel_parameters,
+    check_real_array,
+    check_real_scalar,
+    format_number,
+)
+from calab._validate import _scalar_value as _number
 
 __all__ = [
     "KERNEL_LENGTH_CONSTANT",
@@ -44,23 +51,6 @@ def round_half_away(value: float) -> float:
     return math.copysign(math.floor(abs(value) + 0.5), value)
 
 
-def format_number(value: float) -> str:
-    """Format a float like the reference's error messages do.
-
-    Whole numbers print without ``.0``, NaN as ``NaN``, infinities as ``inf``/``-inf``,
-    everything else in shortest round-trip form without exponent notation.
-    """
-    value = float(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    text = format(Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
 def validate_parameters(fs: float, tau_rise: float, tau_decay: float, lam: float = 0.0) -> None:
     """Check sampling rate, time constants and λ as the reference does.
 
@@ -69,36 +59,10 @@ def validate_parameters(fs: float, tau_rise: float, tau_decay: float, lam: float
     ValueError
         ``"invalid parameter: ..."`` naming the first failing parameter and the fix.
     TypeError
-        If a parameter is not a real number.
+        If a parameter is not a real number (bool, str, None, complex and arrays with more
+        than one element included); see :func:`calab._validate.check_kernel_parameters`.
     """
-    values = {}
-    for name, value in (("fs", fs), ("tau_rise", tau_rise), ("tau_decay", tau_decay), ("lambda", lam)):
-        try:
-            values[name] = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"invalid parameter: {name} must be a real number, got {value!r}") from None
-    fs, tau_rise, tau_decay, lam = values["fs"], values["tau_rise"], values["tau_decay"], values["lambda"]
-    fmt = format_number
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {fmt(fs)}")
-    if not (math.isfinite(tau_rise) and tau_rise > 0):
-        raise ValueError(f"invalid parameter: tau_rise must be finite and > 0 s, got {fmt(tau_rise)}")
-    if not (math.isfinite(tau_decay) and tau_decay > 0):
-        raise ValueError(f"invalid parameter: tau_decay must be finite and > 0 s, got {fmt(tau_decay)}")
-    if not tau_rise < tau_decay:
-        raise ValueError(
-            f"invalid parameter: tau_rise ({fmt(tau_rise)} s) must be smaller than "
-            f"tau_decay ({fmt(tau_decay)} s)"
-        )
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"invalid parameter: lambda must be finite and >= 0, got {fmt(lam)}")
-    samples = math.ceil(KERNEL_LENGTH_CONSTANT * tau_decay * fs)
-    if samples > MAX_KERNEL_SAMPLES:
-        raise ValueError(
-            f"invalid parameter: tau_decay * fs = {fmt(tau_decay * fs)} s·Hz implies a "
-            f"{samples}-sample kernel, above the {MAX_KERNEL_SAMPLES}-sample limit; check the "
-            "units of tau_decay (s) and fs (Hz)"
-        )
+    check_kernel_parameters(fs, tau_rise, tau_decay, lam)
 
 
 def _clamp_near_equal(tau_rise: float, tau_decay: float) -> float:
@@ -164,7 +128,7 @@ def compute_lipschitz(kernel: np.ndarray) -> float:
     Parameters
     ----------
     kernel : array_like
-        1-D kernel taps (cast to float32).
+        1-D kernel taps, real integers or floats (cast to float32).
 
     Returns
     -------
@@ -174,9 +138,14 @@ def compute_lipschitz(kernel: np.ndarray) -> float:
     Raises
     ------
     ValueError
-        If the kernel is empty or contains NaN/inf.
+        If the kernel is not 1-D (calab 0.3.0 flattened 0-d input), is empty or contains
+        NaN/inf (including float64 values that overflow float32).
+    TypeError
+        If the kernel is boolean, complex, object or text data.
     """
-    taps = np.ascontiguousarray(np.asarray(kernel, dtype=np.float32)).ravel()
+    kernel = check_real_array(kernel, "kernel", ndim=1)
+    with np.errstate(over="ignore"):  # float64 taps beyond float32 become inf, reported below
+        taps = np.ascontiguousarray(np.asarray(kernel, dtype=np.float32))
     if taps.size == 0:
         raise ValueError("invalid input: kernel must not be empty")
     bad = np.flatnonzero(~np.isfinite(taps))
@@ -197,14 +166,42 @@ def compute_lipschitz(kernel: np.ndarray) -> float:
 
 
 def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float, float, float]:
-    """Derive AR(2) coefficients from the time constants (no validation, no clamp).
+    """Derive AR(2) coefficients from the time constants (no clamp).
 
     Returns
     -------
     tuple of float
         ``(g1, g2, d, r)`` with ``d = exp(-dt/tau_decay)``, ``r = exp(-dt/tau_rise)``,
         ``g1 = d + r``, ``g2 = -(d r)``, ``dt = 1/fs``.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a real number (bool and str included).
+    ValueError
+        If a parameter is NaN, infinite or zero, or a negative one makes the exponential
+        overflow (calab 0.3.0 raised ZeroDivisionError/OverflowError there).  Other
+        negative values are computed as in 0.3.0 (a negative ``tau_rise`` gives
+        ``r > 1``).
     """
+    values = {}
+    for name, value in (("tau_rise", tau_rise), ("tau_decay", tau_decay), ("fs", fs)):
+        number = check_real_scalar(value, name)
+        if number == 0:
+            raise ValueError(f"{name} must not be 0 (tau_to_ar2 divides by it)")
+        values[name] = number
+    try:
+        return _ar2_unchecked(values["tau_rise"], values["tau_decay"], values["fs"])
+    except OverflowError:
+        # Only for negative values (as in calab 0.3.0, they are not rejected as such).
+        raise ValueError(
+            f"tau_to_ar2({format_number(values['tau_rise'])}, {format_number(values['tau_decay'])}, "
+            f"{format_number(values['fs'])}): exp(-1/(fs*tau)) overflows; time constants and fs "
+            "must be positive"
+        ) from None
+
+
+def _ar2_unchecked(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float, float, float]:
     dt = 1.0 / fs
     d = math.exp(-dt / tau_decay)
     r = math.exp(-dt / tau_rise)
@@ -213,7 +210,7 @@ def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, flo
 
 def ar2_coefficients(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float]:
     """``(g1, g2)`` of the banded operator, with the near-equal clamp of the kernel."""
-    g1, g2, _, _ = tau_to_ar2(_clamp_near_equal(tau_rise, tau_decay), tau_decay, fs)
+    g1, g2, _, _ = _ar2_unchecked(_clamp_near_equal(tau_rise, tau_decay), tau_decay, fs)
     return g1, g2
 
 
@@ -290,8 +287,10 @@ def compute_upsample_factor(fs: float, target_fs: float) -> int:
     ------
     ValueError
         If ``fs`` or ``target_fs`` is not finite and positive, or the ratio is unusably large.
+    TypeError
+        If ``fs`` or ``target_fs`` is not a real number (bool and str included).
     """
-    fs_value, target = float(fs), float(target_fs)
+    fs_value, target = (float(_number(v, n, integer=False)) for v, n in ((fs, "fs"), (target_fs, "target_fs")))
     fmt = format_number
     if not (math.isfinite(fs_value) and fs_value > 0):
         raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {fmt(fs_value)}")

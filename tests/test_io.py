@@ -116,9 +116,11 @@ def test_save_rejects_bad_traces_before_writing(tmp_path, traces, error, match):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_save_accepts_object_arrays_of_numbers(tmp_path):
-    calab.save_for_tuning(np.array([[1, 2.5]], dtype=object), 30.0, tmp_path / "x")
-    assert calab.load_tuning_data(tmp_path / "x")[0].tolist() == [[1.0, 2.5]]
+def test_save_rejects_object_arrays_even_of_numbers_naming_the_conversion(tmp_path):
+    # Dtype policy (issue #15): object data is refused, with the explicit conversion to use.
+    with pytest.raises(TypeError, match=r"np.asarray\(data, dtype=float\)"):
+        calab.save_for_tuning(np.array([[1, 2.5]], dtype=object), 30.0, tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

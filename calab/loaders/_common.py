@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from calab import _validate
+
 __all__ = [
     "LOADERS_EXTRA_HINT",
     "CalabKeyError",
@@ -37,8 +39,6 @@ __all__ = [
 
 LOADERS_EXTRA_HINT = "pip install calab[loaders]"
 
-#: dtype kinds accepted as trace data: bool, signed/unsigned integers, floats.
-_REAL_KINDS = "biuf"
 
 
 class CalabKeyError(KeyError):
@@ -73,29 +73,14 @@ def require_module(module: str, what: str, extra: str = LOADERS_EXTRA_HINT) -> A
 
 # --------------------------------------------------------------------------- arrays
 def check_real_dtype(dtype: np.dtype, what: str) -> None:
-    """Reject dtypes that cannot hold fluorescence traces.
+    """Reject dtypes that cannot hold fluorescence traces (see :func:`calab._validate.check_real_dtype`).
 
     Raises
     ------
     TypeError
-        For complex, object, string, bytes, structured or datetime dtypes.
+        For bool, complex, object, string, bytes, structured or datetime dtypes.
     """
-    if dtype.kind in _REAL_KINDS:
-        return
-    if dtype.kind == "c":
-        raise TypeError(
-            f"{what} has complex dtype {dtype}; calcium traces must be real numbers. "
-            "Pass np.real(traces) or np.abs(traces) explicitly."
-        )
-    if dtype.kind == "O":
-        raise TypeError(
-            f"{what} has object dtype (Python objects, not numbers). "
-            "Convert it to a numeric array first, e.g. np.asarray(traces, dtype=float)."
-        )
-    raise TypeError(
-        f"{what} has non-numeric dtype {dtype} (kind {dtype.kind!r}); calcium traces must be a "
-        "real-valued numeric array."
-    )
+    _validate.check_real_dtype(dtype, what)
 
 
 def as_traces_2d(traces: Any, what: str = "traces", *, allow_empty: bool = False) -> np.ndarray:
@@ -119,21 +104,12 @@ def as_traces_2d(traces: Any, what: str = "traces", *, allow_empty: bool = False
     Raises
     ------
     TypeError
-        Complex, object (non-numeric) or string data.
+        Boolean, complex, object or string data (the dtype policy of
+        :mod:`calab._validate`).
     ValueError
         0-D or more than 2-D input, or an empty array (unless ``allow_empty``).
     """
-    array = np.asarray(traces)
-    if array.dtype.kind == "O":
-        # Object arrays of plain numbers (e.g. from pandas) are fine; anything else is not.
-        try:
-            array = array.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{what} contains non-numeric values (object dtype): {exc}. "
-                "Convert it to a numeric array first."
-            ) from None
-    check_real_dtype(array.dtype, what)
+    array = _validate.check_real_array(traces, what, ndim=None)
     if array.ndim not in (1, 2):
         raise ValueError(
             f"{what} must be 1D or 2D, got {array.ndim}D array with shape {array.shape}. "
@@ -175,6 +151,8 @@ def validate_fs(fs: Any, *, what: str = "fs", required: bool = True) -> int | fl
             f"{what} (the sampling rate in Hz) is required but was None. Pass the frame rate "
             "of the recording, e.g. fs=30.0 (Minian output and some files do not store it)."
         )
+    if isinstance(fs, np.ndarray) and fs.shape == () and fs.dtype.kind in "iuf":
+        fs = fs.item()  # a 0-d array stands for its value
     if isinstance(fs, (bool, np.bool_)) or not isinstance(fs, numbers.Real):
         raise TypeError(f"{what} must be a number in Hz, got {type(fs).__name__} {fs!r}.")
     if isinstance(fs, np.generic):
@@ -306,29 +284,13 @@ def read_json_object(path: str | os.PathLike[str], what: str) -> dict:
 def jsonable(value: Any, key: str = "metadata") -> Any:
     """Convert NumPy scalars/arrays, tuples and paths to JSON-native values.
 
+    See :func:`calab._validate.to_json_value`.
+
     Raises
     ------
+    ValueError
+        For NaN or infinite numbers (not valid JSON; the CaTune page rejects them).
     TypeError
         For values JSON cannot represent, naming the offending key.
     """
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        out = {}
-        for sub_key, sub_value in value.items():
-            if not isinstance(sub_key, str):
-                raise TypeError(f"{key}: JSON object keys must be strings, got {sub_key!r}.")
-            out[sub_key] = jsonable(sub_value, f"{key}[{sub_key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item, f"{key}[{index}]") for index, item in enumerate(value)]
-    raise TypeError(
-        f"{key} = {value!r} ({type(value).__name__}) cannot be written to JSON; "
-        "convert it to a string, number, list or dict."
-    )
+    return _validate.to_json_value(value, key)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from calab._validate import check_bool, check_nonnegative_scalar, check_real_scalar
 from calab.loaders._common import as_traces_2d, make_metadata, read_npy, validate_fs
 from calab.loaders._pickle import load_pickled_npy
 
@@ -150,8 +151,14 @@ def load_suite2p(
     """
     plane = resolve_plane_dir(path)
     fs = validate_fs(fs, required=False)
-    if cell_probability is not None and not (0.0 <= float(cell_probability) <= 1.0):
-        raise ValueError(f"cell_probability must be between 0 and 1, got {cell_probability!r}.")
+    subtract_neuropil = check_bool(subtract_neuropil, "subtract_neuropil")
+    cells_only = check_bool(cells_only, "cells_only")
+    cell_probability = check_real_scalar(
+        cell_probability, "cell_probability", minimum=0.0, maximum=1.0, allow_none=True
+    )
+    neuropil_coefficient = check_nonnegative_scalar(
+        neuropil_coefficient, "neuropil_coefficient", allow_none=True
+    )
 
     raw = read_npy(plane / "F.npy", "suite2p fluorescence")
     f_values = as_traces_2d(raw, f"{plane / 'F.npy'}")
@@ -174,9 +181,7 @@ def load_suite2p(
         if neuropil_coefficient is None:
             coefficient = _positive_number(ops.get("neucoeff")) or DEFAULT_NEUCOEFF
         else:
-            coefficient = float(neuropil_coefficient)
-            if not math.isfinite(coefficient) or coefficient < 0:
-                raise ValueError(f"neuropil_coefficient must be >= 0, got {neuropil_coefficient!r}.")
+            coefficient = neuropil_coefficient
         f_values = f_values - coefficient * neuropil
 
     keep = np.arange(f_values.shape[0])

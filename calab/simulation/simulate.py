@@ -17,7 +17,14 @@ from calab.simulation.config import (
 )
 from calab.simulation.results import CellGroundTruth, SimulationResult
 
-__all__ = ["simulate", "resolve_config", "check_engine_limits"]
+__all__ = ["simulate", "resolve_config", "check_engine_limits", "estimate_memory"]
+
+#: Bytes per simulated sample held at the end: traces, spikes and clean calcium, float32.
+_BYTES_PER_SAMPLE = 3 * 4
+#: Per-cell bookkeeping (parameters, ground-truth objects), generously rounded up.
+_BYTES_PER_CELL = 4096
+#: Working set of one chunk of cells (float64 temporaries, event arrays), rounded up.
+_CHUNK_WORKING_SET = 256 * 1024**2
 
 
 def resolve_config(
@@ -133,8 +140,22 @@ def check_engine_limits(config: SimulationConfig) -> None:
         raise ValidationError.from_exception_data(SimulationConfig.__name__, errors)
 
 
+def estimate_memory(config: SimulationConfig) -> int:
+    """Estimated peak memory of :func:`simulate` for a validated config, in bytes.
+
+    The outputs dominate: three float32 ``(num_cells, num_timepoints)`` arrays (traces,
+    spikes, clean calcium; the ground-truth rows are views of them), plus per-cell
+    bookkeeping and the bounded working set of one chunk of cells.
+    """
+    samples = config.num_cells * config.num_timepoints
+    return samples * _BYTES_PER_SAMPLE + config.num_cells * _BYTES_PER_CELL + _CHUNK_WORKING_SET
+
+
 def simulate(
-    config: SimulationConfig | Mapping[str, Any] | None = None, **kwargs: Any
+    config: SimulationConfig | Mapping[str, Any] | None = None,
+    *,
+    max_memory: int | float | str | None = None,
+    **kwargs: Any,
 ) -> SimulationResult:
     """Generate synthetic calcium imaging traces with full ground truth.
 
@@ -149,6 +170,11 @@ def simulate(
     ----------
     config : SimulationConfig, optional
         Full configuration; ``None`` means the defaults.  A mapping is validated into one.
+    max_memory : int, float or str, optional, keyword-only
+        Memory allowance for this call: bytes, or a size such as ``"32GiB"``.  Default: the
+        ``CALAB_MEMORY_LIMIT`` environment variable, else 8 GiB.  The estimate
+        (:func:`estimate_memory`, about 12 bytes per cell and frame) is checked before
+        anything is allocated.
     **kwargs
         Field overrides, e.g. ``num_cells=50, seed=123``, or ``noise={"snr": 4}`` to patch
         one sub-config field.  Validated: unknown names and out-of-range values raise.
@@ -166,6 +192,9 @@ def simulate(
     pydantic.ValidationError
         Invalid or unknown fields, ``tau_rise_s >= tau_decay_s``, a ``_cv`` above 10, a
         kernel over 2^20 samples or more than 2^26 high-resolution bins per cell.
+    calab._validate.MemoryLimitError
+        (a ``MemoryError`` and a ``ValueError``) The estimated memory exceeds the
+        allowance; the message gives both and how to raise the allowance.
 
     Examples
     --------
@@ -175,8 +204,16 @@ def simulate(
     """
     from calab.simulation.engine import run  # SciPy is imported on first use only
 
+    from calab._validate import check_memory
+
     effective = resolve_config(config, kwargs)
     check_engine_limits(effective)
+    check_memory(
+        estimate_memory(effective),
+        f"simulate(num_cells={effective.num_cells}, num_timepoints={effective.num_timepoints})",
+        limit=max_memory,
+        how_to_raise="pass simulate(..., max_memory='{size}')",
+    )
     arrays = run(effective)
     params = arrays.params
     alphas = params.alpha.tolist()
