@@ -58,6 +58,11 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_minian": "calab.loaders",
     "load_suite2p": "calab.loaders",
     "load_nwb": "calab.loaders",
+    # whole datasets (streaming, resume, Dask)
+    "deconvolve_dataset": "calab.datasets",
+    "open_source": "calab.datasets",
+    "DatasetLockedError": "calab.datasets",
+    "DatasetMismatchError": "calab.datasets",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab.backends import array_library, get_backend, resolve_backend
+from calab.backends import array_library, get_backend, is_dask_array, resolve_backend
 from calab.filters import rolling_baseline
 from calab.fista import CONSTRAINTS, CONV_MODES, make_plan, solve_batch
 from calab.kernel import format_number, validate_parameters
@@ -285,6 +285,13 @@ def _deconvolve(
     return DeconvolutionResult(activity, baseline, reconvolution, iterations, converged), ndim, library
 
 
+def _lazy(*args: Any, full: bool) -> Any:
+    """Dask input: delegate to calab.datasets (imported only now, as is Dask)."""
+    from calab.datasets._dask import lazy_deconvolution
+
+    return lazy_deconvolution(*args, full=full)
+
+
 def _concatenate(library: str):
     if library == "cupy":
         import cupy
@@ -361,7 +368,14 @@ def run_deconvolution(
         ``max_iters`` not an integer, or outside ``[0, 2**32 - 1]``.
     calab.BackendUnavailableError
         The requested backend is not installed (the message names the extra).
+
+    Notes
+    -----
+    A ``dask.array`` input (chunked along cells) returns a lazy dask array: one task per
+    chunk of cells (see :mod:`calab.datasets`).
     """
+    if is_dask_array(traces):
+        return _lazy(traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, full=False)
     result, ndim, _ = _deconvolve(
         traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend,
         want_reconvolution=False, progress=progress,
@@ -392,8 +406,10 @@ def run_deconvolution_full(
         Namedtuple with fields ``activity``, ``baseline``, ``reconvolution``,
         ``iterations``, ``converged``.  For 1-D input the last three scalars are Python
         ``float``/``int``/``bool``; for 2-D input they are ``(n_cells,)`` arrays of
-        float64/int64/bool.
+        float64/int64/bool.  A ``dask.array`` input gives a result of lazy dask arrays.
     """
+    if is_dask_array(traces):
+        return _lazy(traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, full=True)
     result, ndim, library = _deconvolve(
         traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, progress=progress
     )

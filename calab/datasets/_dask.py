@@ -1,0 +1,184 @@
+"""Dask support: lazy deconvolution of dask arrays, and chunks solved on a cluster.
+
+Nothing here is imported unless a dask array or a ``client=`` reaches calab, so importing
+calab never imports Dask.
+
+* :func:`lazy_deconvolution` — what ``run_deconvolution(dask_array)`` and
+  ``run_deconvolution_full(dask_array)`` return: one task per chunk of cells
+  (``dask.array.blockwise``), each solved by the in-memory engine on whatever backend
+  the worker resolves.  Parameters are checked when the graph is built; NaN/inf samples
+  are reported when a chunk is computed, naming the cell (in the whole array) and frame.
+* :func:`run_on_client` — ``deconvolve_dataset(..., client=)``: chunks are submitted to
+  a ``dask.distributed`` cluster, a few per worker at a time; each worker reads its
+  chunk from the source, solves it and writes it to the Zarr output, and this process
+  records finished chunks in the manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["lazy_deconvolution", "run_on_client"]
+
+
+def lazy_deconvolution(
+    traces: Any, fs: float, tau_r: float, tau_d: float, lam: Any, max_iters: Any, conv_mode: str,
+    constraint: str, backend: str | None, *, full: bool,
+) -> Any:
+    """Build the lazy result of run_deconvolution(_full) for a dask array.
+
+    Parameters
+    ----------
+    traces : dask.array.Array, shape (n_timepoints,) or (n_cells, n_timepoints)
+        Chunked along cells; chunks along time are merged (each cell is solved whole).
+    full : bool
+        False: the activity array.  True: a :class:`calab.DeconvolutionResult` of dask
+        arrays (compute them together, ``dask.compute(*result)``, so each chunk is solved
+        once).
+
+    Returns
+    -------
+    dask.array.Array or DeconvolutionResult
+        float64 activity with ``traces``' cell chunks (NumPy chunks).
+    """
+    import dask.array as da
+
+    from calab.deconvolution import DeconvolutionResult, _check_lambda, _check_max_iters
+    from calab.fista import CONSTRAINTS, CONV_MODES
+    from calab.kernel import validate_parameters
+
+    if traces.ndim not in (1, 2):
+        raise ValueError(
+            "traces must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
+            f"got an array with shape {tuple(traces.shape)}"
+        )
+    max_iters = _check_max_iters(max_iters)
+    validate_parameters(fs, tau_r, tau_d, lam if np.isscalar(lam) else 0.0)
+    if conv_mode not in CONV_MODES:
+        raise ValueError(f"conv_mode must be 'fft' or 'banded', got {conv_mode!r}")
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f"constraint must be 'nonneg' or 'box01', got {constraint!r}")
+    one_trace = traces.ndim == 1
+    batch = traces[None, :] if one_trace else traces
+    n_cells, n_timepoints = batch.shape
+    if n_cells == 0:
+        raise ValueError(f"traces has no cells (shape {tuple(traces.shape)}); pass at least one trace")
+    lam_cells = _check_lambda(lam, n_cells)
+    if len(batch.chunks[1]) > 1:
+        batch = batch.rechunk({1: -1})
+    cell_chunks = batch.chunks[0]
+    lam_blocks = da.from_array(lam_cells, chunks=(cell_chunks,))
+    rows = da.arange(n_cells, chunks=(cell_chunks,))
+    settings = {"fs": fs, "tau_r": tau_r, "tau_d": tau_d, "max_iters": max_iters, "conv_mode": conv_mode,
+                "constraint": constraint, "backend": backend, "full": full}
+    width = 2 * n_timepoints + 3 if full else n_timepoints
+    solved = da.blockwise(
+        _solve_block, "ij", batch, "ij", lam_blocks, "i", rows, "i",
+        settings=settings, dtype=np.float64, adjust_chunks={"j": width},
+        meta=np.empty((0, 0), dtype=np.float64),
+    )
+    if not full:
+        return solved[0] if one_trace else solved
+    n = n_timepoints
+    fields = (
+        solved[:, :n],
+        solved[:, 2 * n],
+        solved[:, n : 2 * n],
+        solved[:, 2 * n + 1].astype(np.int64),
+        solved[:, 2 * n + 2].astype(bool),
+    )
+    if one_trace:
+        fields = tuple(field[0] for field in fields)
+    return DeconvolutionResult(*fields)
+
+
+def _solve_block(block: Any, lam: np.ndarray, rows: np.ndarray, *, settings: dict) -> np.ndarray:
+    """One chunk of cells: check, solve, and pack the results into one float64 array.
+
+    Packed layout (full): ``[activity (T) | reconvolution (T) | baseline | iterations |
+    converged]`` per row; iteration counts (< 2**32) are exact in float64.
+    """
+    from calab.backends import array_library
+    from calab.datasets._stream import check_finite
+    from calab.deconvolution import run_deconvolution, run_deconvolution_full
+
+    if array_library(block) in ("numpy", None):
+        block = np.asarray(block)
+        check_finite(block, int(rows[0]) if len(rows) else 0, "input array")
+    args = (settings["fs"], settings["tau_r"], settings["tau_d"], np.asarray(lam), settings["max_iters"],
+            settings["conv_mode"], settings["constraint"])
+    if not settings["full"]:
+        activity = run_deconvolution(block, *args, backend=settings["backend"], progress=False)
+        return np.asarray(activity, dtype=np.float64)
+    result = run_deconvolution_full(block, *args, backend=settings["backend"], progress=False)
+    n = block.shape[1]
+    packed = np.empty((block.shape[0], 2 * n + 3))
+    packed[:, :n] = np.asarray(result.activity)
+    packed[:, n : 2 * n] = np.asarray(result.reconvolution)
+    packed[:, 2 * n] = np.asarray(result.baseline)
+    packed[:, 2 * n + 1] = np.asarray(result.iterations)
+    packed[:, 2 * n + 2] = np.asarray(result.converged)
+    return packed
+
+
+def run_on_client(
+    client: Any, data: Any, store: Any, manifest: dict, pending: list[int], lam_cells: np.ndarray,
+    backend: str | None, advance: Callable[[int], Any] | None,
+) -> None:
+    """Solve ``pending`` chunks on a ``dask.distributed`` cluster and record them.
+
+    Workers re-open file sources themselves; for an array source this process reads each
+    chunk and sends it.  At most two chunks per worker are in flight, so an array source
+    is never held in memory whole.
+    """
+    from distributed import as_completed
+
+    from calab.datasets._stream import _chunk_bounds, solve_and_write_chunk
+
+    chunk, n_cells, settings = manifest["chunk_cells"], data.shape[0], manifest["parameters"]
+    reopenable = data._reopenable()
+    shipped = data if reopenable else _detached(data)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    token = uuid.uuid4().hex[:8]
+    queue = iter(pending)
+
+    def submit(index: int) -> Any:
+        start, stop = _chunk_bounds(index, chunk, n_cells)
+        block = None if reopenable else data.read(start, stop)
+        return client.submit(
+            solve_and_write_chunk, shipped, store, index, chunk, settings, lam_cells[start:stop], backend, block,
+            key=f"calab-chunk-{index}-{token}", pure=False,
+        )
+
+    running = as_completed()
+    for _ in range(2 * workers):
+        index = next(queue, None)
+        if index is None:
+            break
+        running.add(submit(index))
+    try:
+        for future in running:
+            index, solved_on = future.result()
+            manifest["done"].append(index)
+            manifest["solved_on"][str(index)] = solved_on
+            store.write_manifest(manifest)
+            start, stop = _chunk_bounds(index, chunk, n_cells)
+            if advance is not None:
+                advance(stop - start)
+            following = next(queue, None)
+            if following is not None:
+                running.add(submit(following))
+    except BaseException:
+        client.cancel(list(running.futures))
+        raise
+
+
+def _detached(data: Any) -> Any:
+    """A copy of an array source without its array (workers get blocks, not the array)."""
+    light = copy.copy(data)
+    light._array = None
+    return light
