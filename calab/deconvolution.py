@@ -289,7 +289,7 @@ def _lazy(*args: Any, full: bool) -> Any:
     """Dask input: delegate to calab.datasets (imported only now, as is Dask)."""
     from calab.datasets._dask import lazy_deconvolution
 
-    return lazy_deconvolution(*args, full=full)
+    return lazy_deconvolution(*args, full=full, api=sys.modules[__name__])
 
 
 def _concatenate(library: str):

@@ -1,4 +1,4 @@
-"""Dask support: lazy deconvolution of dask arrays, and chunks solved on a cluster.
+"""Dask support: lazy deconvolution of dask arrays.
 
 Nothing here is imported unless a dask array or a ``client=`` reaches calab, so importing
 calab never imports Dask.
@@ -8,26 +8,22 @@ calab never imports Dask.
   (``dask.array.blockwise``), each solved by the in-memory engine on whatever backend
   the worker resolves.  Parameters are checked when the graph is built; NaN/inf samples
   are reported when a chunk is computed, naming the cell (in the whole array) and frame.
-* :func:`run_on_client` — ``deconvolve_dataset(..., client=)``: chunks are submitted to
-  a ``dask.distributed`` cluster, a few per worker at a time; each worker reads its
-  chunk from the source, solves it and writes it to the Zarr output, and this process
-  records finished chunks in the manifest.
+
+``deconvolve_dataset(..., client=)`` lives in :mod:`calab.datasets._stream`.
 """
 
 from __future__ import annotations
 
-import copy
-import uuid
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["lazy_deconvolution", "run_on_client"]
+__all__ = ["lazy_deconvolution"]
 
 
 def lazy_deconvolution(
     traces: Any, fs: float, tau_r: float, tau_d: float, lam: Any, max_iters: Any, conv_mode: str,
-    constraint: str, backend: str | None, *, full: bool,
+    constraint: str, backend: str | None, *, full: bool, api: Any,
 ) -> Any:
     """Build the lazy result of run_deconvolution(_full) for a dask array.
 
@@ -35,6 +31,9 @@ def lazy_deconvolution(
     ----------
     traces : dask.array.Array, shape (n_timepoints,) or (n_cells, n_timepoints)
         Chunked along cells; chunks along time are merged (each cell is solved whole).
+    api : module
+        :mod:`calab.deconvolution`, handed over by its dask hook (so that this module
+        never imports it: no import cycle).
     full : bool
         False: the activity array.  True: a :class:`calab.DeconvolutionResult` of dask
         arrays (compute them together, ``dask.compute(*result)``, so each chunk is solved
@@ -47,7 +46,6 @@ def lazy_deconvolution(
     """
     import dask.array as da
 
-    from calab.deconvolution import DeconvolutionResult, _check_lambda, _check_max_iters
     from calab.fista import CONSTRAINTS, CONV_MODES
     from calab.kernel import validate_parameters
 
@@ -56,7 +54,7 @@ def lazy_deconvolution(
             "traces must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
             f"got an array with shape {tuple(traces.shape)}"
         )
-    max_iters = _check_max_iters(max_iters)
+    max_iters = api._check_max_iters(max_iters)
     validate_parameters(fs, tau_r, tau_d, lam if np.isscalar(lam) else 0.0)
     if conv_mode not in CONV_MODES:
         raise ValueError(f"conv_mode must be 'fft' or 'banded', got {conv_mode!r}")
@@ -67,14 +65,15 @@ def lazy_deconvolution(
     n_cells, n_timepoints = batch.shape
     if n_cells == 0:
         raise ValueError(f"traces has no cells (shape {tuple(traces.shape)}); pass at least one trace")
-    lam_cells = _check_lambda(lam, n_cells)
+    lam_cells = api._check_lambda(lam, n_cells)
     if len(batch.chunks[1]) > 1:
         batch = batch.rechunk({1: -1})
     cell_chunks = batch.chunks[0]
     lam_blocks = da.from_array(lam_cells, chunks=(cell_chunks,))
     rows = da.arange(n_cells, chunks=(cell_chunks,))
     settings = {"fs": fs, "tau_r": tau_r, "tau_d": tau_d, "max_iters": max_iters, "conv_mode": conv_mode,
-                "constraint": constraint, "backend": backend, "full": full}
+                "constraint": constraint, "backend": backend,
+                "solve": api.run_deconvolution_full if full else api.run_deconvolution}
     width = 2 * n_timepoints + 3 if full else n_timepoints
     solved = da.blockwise(
         _solve_block, "ij", batch, "ij", lam_blocks, "i", rows, "i",
@@ -93,7 +92,7 @@ def lazy_deconvolution(
     )
     if one_trace:
         fields = tuple(field[0] for field in fields)
-    return DeconvolutionResult(*fields)
+    return api.DeconvolutionResult(*fields)
 
 
 def _solve_block(block: Any, lam: np.ndarray, rows: np.ndarray, *, settings: dict) -> np.ndarray:
@@ -103,18 +102,16 @@ def _solve_block(block: Any, lam: np.ndarray, rows: np.ndarray, *, settings: dic
     converged]`` per row; iteration counts (< 2**32) are exact in float64.
     """
     from calab.backends import array_library
-    from calab.datasets._stream import check_finite
-    from calab.deconvolution import run_deconvolution, run_deconvolution_full
+    from calab.datasets._sources import check_finite
 
     if array_library(block) in ("numpy", None):
         block = np.asarray(block)
         check_finite(block, int(rows[0]) if len(rows) else 0, "input array")
     args = (settings["fs"], settings["tau_r"], settings["tau_d"], np.asarray(lam), settings["max_iters"],
             settings["conv_mode"], settings["constraint"])
-    if not settings["full"]:
-        activity = run_deconvolution(block, *args, backend=settings["backend"], progress=False)
-        return np.asarray(activity, dtype=np.float64)
-    result = run_deconvolution_full(block, *args, backend=settings["backend"], progress=False)
+    result = settings["solve"](block, *args, backend=settings["backend"], progress=False)
+    if not hasattr(result, "reconvolution"):  # run_deconvolution: the activity alone
+        return np.asarray(result, dtype=np.float64)
     n = block.shape[1]
     packed = np.empty((block.shape[0], 2 * n + 3))
     packed[:, :n] = np.asarray(result.activity)
@@ -123,62 +120,3 @@ def _solve_block(block: Any, lam: np.ndarray, rows: np.ndarray, *, settings: dic
     packed[:, 2 * n + 1] = np.asarray(result.iterations)
     packed[:, 2 * n + 2] = np.asarray(result.converged)
     return packed
-
-
-def run_on_client(
-    client: Any, data: Any, store: Any, manifest: dict, pending: list[int], lam_cells: np.ndarray,
-    backend: str | None, advance: Callable[[int], Any] | None,
-) -> None:
-    """Solve ``pending`` chunks on a ``dask.distributed`` cluster and record them.
-
-    Workers re-open file sources themselves; for an array source this process reads each
-    chunk and sends it.  At most two chunks per worker are in flight, so an array source
-    is never held in memory whole.
-    """
-    from distributed import as_completed
-
-    from calab.datasets._stream import _chunk_bounds, solve_and_write_chunk
-
-    chunk, n_cells, settings = manifest["chunk_cells"], data.shape[0], manifest["parameters"]
-    reopenable = data._reopenable()
-    shipped = data if reopenable else _detached(data)
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
-    token = uuid.uuid4().hex[:8]
-    queue = iter(pending)
-
-    def submit(index: int) -> Any:
-        start, stop = _chunk_bounds(index, chunk, n_cells)
-        block = None if reopenable else data.read(start, stop)
-        return client.submit(
-            solve_and_write_chunk, shipped, store, index, chunk, settings, lam_cells[start:stop], backend, block,
-            key=f"calab-chunk-{index}-{token}", pure=False,
-        )
-
-    running = as_completed()
-    for _ in range(2 * workers):
-        index = next(queue, None)
-        if index is None:
-            break
-        running.add(submit(index))
-    try:
-        for future in running:
-            index, solved_on = future.result()
-            manifest["done"].append(index)
-            manifest["solved_on"][str(index)] = solved_on
-            store.write_manifest(manifest)
-            start, stop = _chunk_bounds(index, chunk, n_cells)
-            if advance is not None:
-                advance(stop - start)
-            following = next(queue, None)
-            if following is not None:
-                running.add(submit(following))
-    except BaseException:
-        client.cancel(list(running.futures))
-        raise
-
-
-def _detached(data: Any) -> Any:
-    """A copy of an array source without its array (workers get blocks, not the array)."""
-    light = copy.copy(data)
-    light._array = None
-    return light

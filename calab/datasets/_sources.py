@@ -36,7 +36,7 @@ import numpy as np
 
 from calab.loaders._common import check_real_dtype, require_module
 
-__all__ = ["SOURCE_KINDS", "TraceSource", "open_source"]
+__all__ = ["SOURCE_KINDS", "TraceSource", "check_finite", "open_source"]
 
 #: Accepted ``fmt=`` values (with the loaders' format names as aliases).
 SOURCE_KINDS = ("zarr", "hdf5", "npy", "suite2p", "nwb", "array")
@@ -540,3 +540,16 @@ def open_source(
             raise ValueError("suite2p folders have no trace key; drop key=.")
         return Suite2pSource(path, **options)
     raise ValueError(f"fmt='array' needs an array, got the path {path}.")
+
+
+def check_finite(block: np.ndarray, start: int, where: str) -> None:
+    """Raise a ValueError naming the first NaN/inf sample's cell and frame."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    row, frame = (int(v[0]) for v in np.nonzero(~finite))
+    value = block[row, frame]
+    raise ValueError(
+        f"{where}: cell {start + row}, frame {frame} is {value} (not a finite number). Replace or drop "
+        "NaN/inf samples (for example by interpolation) before deconvolving; nothing was written."
+    )

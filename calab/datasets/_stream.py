@@ -22,6 +22,7 @@ what an uninterrupted one would have.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import errno
 import os
 import queue
@@ -30,12 +31,13 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab.datasets._sources import TraceSource, open_source
+from calab.datasets._sources import TraceSource, check_finite, open_source
 from calab.datasets._store import (
     DatasetMismatchError,
     OutputLock,
@@ -123,19 +125,6 @@ def _available_host_memory() -> int:
 def _chunk_bounds(index: int, chunk_cells: int, n_cells: int) -> tuple[int, int]:
     start = index * chunk_cells
     return start, min(start + chunk_cells, n_cells)
-
-
-def check_finite(block: np.ndarray, start: int, where: str) -> None:
-    """Raise a ValueError naming the first NaN/inf sample's cell and frame."""
-    finite = np.isfinite(block)
-    if finite.all():
-        return
-    row, frame = (int(v[0]) for v in np.nonzero(~finite))
-    value = block[row, frame]
-    raise ValueError(
-        f"{where}: cell {start + row}, frame {frame} is {value} (not a finite number). Replace or drop "
-        "NaN/inf samples (for example by interpolation) before deconvolving; nothing was written."
-    )
 
 
 # --------------------------------------------------------------------------- solving
@@ -593,6 +582,61 @@ def _run_local(data: TraceSource, store: OutputStore, manifest: dict, pending: l
 def _run_distributed(data: TraceSource, store: OutputStore, manifest: dict, pending: list[int],
                      lam_cells: np.ndarray, backend: str | None, advance: Callable[[int], Any] | None,
                      client: Any) -> None:
-    from calab.datasets._dask import run_on_client
-
     run_on_client(client, data, store, manifest, pending, lam_cells, backend, advance)
+
+
+def run_on_client(
+    client: Any, data: Any, store: Any, manifest: dict, pending: list[int], lam_cells: np.ndarray,
+    backend: str | None, advance: Callable[[int], Any] | None,
+) -> None:
+    """Solve ``pending`` chunks on a ``dask.distributed`` cluster and record them.
+
+    Workers re-open file sources themselves; for an array source this process reads each
+    chunk and sends it.  At most two chunks per worker are in flight, so an array source
+    is never held in memory whole.
+    """
+    from distributed import as_completed
+
+    chunk, n_cells, settings = manifest["chunk_cells"], data.shape[0], manifest["parameters"]
+    reopenable = data._reopenable()
+    shipped = data if reopenable else _detached(data)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    token = uuid.uuid4().hex[:8]
+    queue = iter(pending)
+
+    def submit(index: int) -> Any:
+        start, stop = _chunk_bounds(index, chunk, n_cells)
+        block = None if reopenable else data.read(start, stop)
+        return client.submit(
+            solve_and_write_chunk, shipped, store, index, chunk, settings, lam_cells[start:stop], backend, block,
+            key=f"calab-chunk-{index}-{token}", pure=False,
+        )
+
+    running = as_completed()
+    for _ in range(2 * workers):
+        index = next(queue, None)
+        if index is None:
+            break
+        running.add(submit(index))
+    try:
+        for future in running:
+            index, solved_on = future.result()
+            manifest["done"].append(index)
+            manifest["solved_on"][str(index)] = solved_on
+            store.write_manifest(manifest)
+            start, stop = _chunk_bounds(index, chunk, n_cells)
+            if advance is not None:
+                advance(stop - start)
+            following = next(queue, None)
+            if following is not None:
+                running.add(submit(following))
+    except BaseException:
+        client.cancel(list(running.futures))
+        raise
+
+
+def _detached(data: Any) -> Any:
+    """A copy of an array source without its array (workers get blocks, not the array)."""
+    light = copy.copy(data)
+    light._array = None
+    return light
