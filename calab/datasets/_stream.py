@@ -470,13 +470,15 @@ def _create_output(output: Path, data: TraceSource, wanted: dict, prescan: bool,
         raise
     lock = OutputLock(staging)
     try:
-        lock.acquire(output)
         chunk = wanted["chunk_cells"] or default_chunk()
         n_cells, n_timepoints = data.shape
         manifest = {**wanted, "format": 1, "chunk_cells": int(chunk), "n_cells": n_cells,
                     "n_timepoints": n_timepoints, "done": [], "solved_on": {}}
         store = OutputStore(staging)
+        # zarr's mode="w" empties the directory, so the lock is taken afterwards (nobody
+        # else knows the staging directory's random name yet).
         store.create(n_cells, n_timepoints, int(chunk), wanted["parameters"]["save_reconvolution"])
+        lock.acquire(output)
         store.write_manifest(manifest)
         if prescan:
             for index in range(-(-n_cells // chunk)):
