@@ -394,6 +394,10 @@ def deconvolve_dataset(
         total = -(-n_cells // chunk)
         done = {int(index) for index in manifest["done"]}
         pending = [index for index in range(total) if index not in done]
+        if prescan and done:  # resuming: check what is left before solving any of it
+            for index in pending:
+                start, stop = _chunk_bounds(index, chunk, n_cells)
+                check_finite(data.read(start, stop), start, data.where)
         finished_cells = sum(_chunk_bounds(i, chunk, n_cells)[1] - _chunk_bounds(i, chunk, n_cells)[0] for i in done)
         advance, close = _progress(progress, n_cells, finished_cells, f"calab {output.name}")
         try:
