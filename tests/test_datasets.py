@@ -366,6 +366,13 @@ def test_local_cluster_two_workers_equals_in_memory(tmp_path, traces, expected):
         lazy = calab.run_deconvolution(da.from_array(traces, chunks=(10, 400)), FS, TAU_R, TAU_D, LAM,
                                        max_iters=ITERS, backend="numpy")
         activity = client.compute(lazy).result()
+        from calab.cli import main  # the command line connects to the same scheduler
+
+        assert main(["deconvolve", str(tmp_path / "in.npy"), "-p", str(write_export(tmp_path)), "--out",
+                     str(tmp_path / "cli.zarr"), "--scheduler", cluster.scheduler_address,
+                     "--chunk-cells", "20"]) == 0
+    cli = read_output(tmp_path / "cli.zarr")
+    np.testing.assert_array_equal(cli["activity"].astype(np.float64), in_memory_default_iters(traces).activity)
     assert_equals_in_memory(tmp_path / "out.zarr", expected)
     assert_equals_in_memory(tmp_path / "from_array.zarr", expected)
     np.testing.assert_array_equal(activity, expected.activity)
@@ -374,21 +381,31 @@ def test_local_cluster_two_workers_equals_in_memory(tmp_path, traces, expected):
 
 
 # --------------------------------------------------------------------------- CLI
+def write_export(directory: Path) -> Path:
+    """A CaTune export JSON with this module's parameters."""
+    params = directory / "params.json"
+    params.write_text(json.dumps({"schema_version": "1.2.0", "parameters": {
+        "tau_rise_s": TAU_R, "tau_decay_s": TAU_D, "lambda": LAM, "sampling_rate_hz": FS, "filter_enabled": False}}))
+    return params
+
+
+def in_memory_default_iters(traces: np.ndarray):
+    """What the CLI computes (default max_iters) for the same traces, in memory."""
+    return calab.run_deconvolution_full(traces.astype(np.float64), FS, TAU_R, TAU_D, LAM, backend="numpy")
+
+
 def test_cli_streams_resumes_and_refuses(tmp_path, traces, expected, capsys):
     from calab.cli import main
 
     np.save(tmp_path / "in.npy", traces)
-    params = tmp_path / "params.json"
-    params.write_text(json.dumps({"schema_version": "1.2.0", "parameters": {
-        "tau_rise_s": TAU_R, "tau_decay_s": TAU_D, "lambda": LAM, "sampling_rate_hz": FS, "filter_enabled": False}}))
+    params = write_export(tmp_path)
     out = tmp_path / "out.zarr"
     args = ["deconvolve", str(tmp_path / "in.npy"), "-p", str(params), "--out", str(out), "--backend", "numpy",
             "--chunk-cells", "20"]
     assert main(args) == 0
     assert "Deconvolved 50 cells x 400 frames" in capsys.readouterr().out
     got = read_output(out)
-    reference = calab.run_deconvolution_full(traces.astype(np.float64), FS, TAU_R, TAU_D, LAM, backend="numpy")
-    np.testing.assert_array_equal(got["activity"].astype(np.float64), reference.activity)
+    np.testing.assert_array_equal(got["activity"].astype(np.float64), in_memory_default_iters(traces).activity)
     assert main(args) == 1
     assert "--resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0

@@ -242,9 +242,15 @@ def _progress(progress: Any, total: int, done: int, label: str) -> tuple[Callabl
             progress = False
     if not progress:
         return None, None
-    from tqdm.auto import tqdm
+    import shutil
 
-    bar = tqdm(total=total, initial=done, unit="cell", unit_scale=True, desc=label, smoothing=0.1)
+    from tqdm import tqdm
+
+    # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes tqdm
+    # draw nothing.  The bar shows cells done, cells/s and the ETA.
+    size = shutil.get_terminal_size((80, 24))
+    bar = tqdm(total=total, initial=done, unit="cell", unit_scale=True, desc=label, smoothing=0.1,
+               file=sys.stderr, ncols=size.columns or 80, nrows=size.lines or 24)
     return bar.update, bar.close
 
 
