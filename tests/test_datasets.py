@@ -281,16 +281,38 @@ def test_read_only_location_is_refused(tmp_path, traces, monkeypatch):
         deconvolve_dataset(traces, tmp_path / "out.zarr", **SOLVE)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores directory permissions")
+def _make_read_only(directory: Path) -> None:
+    """chmod 555, or for root (who ignores permissions) the immutable attribute."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        return
+    done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"running as root and chattr +i is not available: {done.stderr.decode().strip()}")
+
+
+def _make_writable(directory: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], check=False)
+    directory.chmod(0o755)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_read_only_directory_is_refused(tmp_path, traces):
     locked_dir = tmp_path / "ro"
     locked_dir.mkdir()
-    locked_dir.chmod(0o555)
+    deconvolve_dataset(traces, locked_dir / "done.zarr", chunk_cells=25, **{**SOLVE, "max_iters": 100})
+    _make_read_only(locked_dir)
+    _make_read_only(locked_dir / "done.zarr")
     try:
         with pytest.raises(PermissionError, match="not writable"):
             deconvolve_dataset(traces, locked_dir / "out.zarr", **SOLVE)
+        with pytest.raises(PermissionError, match="read-only"):
+            deconvolve_dataset(traces, locked_dir / "done.zarr", **{**SOLVE, "max_iters": 100})
     finally:
-        locked_dir.chmod(0o755)
+        _make_writable(locked_dir / "done.zarr")
+        _make_writable(locked_dir)
+    assert sorted(p.name for p in locked_dir.iterdir()) == ["done.zarr"]
 
 
 def test_output_locked_by_a_live_run_is_refused(tmp_path, traces):
