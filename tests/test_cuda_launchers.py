@@ -511,6 +511,11 @@ def test_emulated_out_of_memory_halving(emulated, monkeypatch):
     assert sizes == [6, 3, 2, 2, 2]
     assert np.array_equal(split.x, whole.x)
     np.testing.assert_array_equal(split.iterations, whole.iterations)
-    assert backend.memory_scale == 0.25
+    # The retry shrank that solve's blocks only: the budget of later solves is untouched.
+    assert backend.oom_recoveries == 2 and backend.memory_scale == 1.0
     assert np.array_equal(backend.rolling_quantile(traces, 450, 0.2), real_rank(backend.kernels(), traces, 450, 0.2))
-    assert backend.memory_scale == 0.125
+    assert backend.oom_recoveries == 3 and backend.memory_scale == 1.0
+    sizes.clear()
+    monkeypatch.setattr(driver_module, "solve", real_solve)
+    again = backend.run_fista(plan, work, threshold)
+    assert np.array_equal(again.x, whole.x)

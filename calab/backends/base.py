@@ -1,10 +1,16 @@
 """The small interface every compute backend implements.
 
-Algorithms (:mod:`calab.fista`, :mod:`calab.filters`) are written once against this
+Algorithms (:mod:`calab.engine`, :mod:`calab.filters`) are written once against this
 interface and the backend's array namespace ``xp``; a backend only supplies what must
 differ between array libraries: transfers, FFTs, the sequential AR(2) recursions, the
-rolling order statistic, memory queries and the FISTA *driver* (how the iteration loop is
-run: a host loop for NumPy/CuPy, ``lax.while_loop`` for JAX).
+rolling order statistic, memory queries and the *segment* of the FISTA driver (how a
+batch's iterations run between two host syncs: a host loop for NumPy/CuPy,
+``lax.while_loop`` for JAX, fused kernels for CUDA).  The driver skeleton around the
+segments (sync, compaction, outputs) is :func:`calab.backends.driver.run_segments`,
+the same for every backend.
+
+Every hook is declared here; those with a sensible generic version have it as default,
+so a backend overrides only what pays.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from calab.backends.driver import FistaBatch, run_segments
+from calab.backends.types import FistaOutcome, FistaState, SolvePlan
+
 if TYPE_CHECKING:  # pragma: no cover
     from calab.backends import BackendInfo
-    from calab.fista import FistaOutcome, SolvePlan
 
 
 class Backend(ABC):
@@ -33,6 +41,8 @@ class Backend(ABC):
     #: Evaluate banded mode's AR(2) operator as an FFT convolution with its impulse
     #: response, for array libraries that run a sequential scan one step at a time.
     banded_by_fft: bool = False
+    #: Steps of the generic segment between two reads of the active mask.
+    check_every: int = 1
 
     # ----------------------------------------------------------------- discovery
     @classmethod
@@ -140,7 +150,35 @@ class Backend(ABC):
         """Causal rolling order statistic (see :func:`calab.filters.rolling_baseline`)."""
 
     # ----------------------------------------------------------------- driver
-    @abstractmethod
+    def fista_update(
+        self, xp: Any, plan: SolvePlan, state: FistaState, gradient: Any, threshold: Any, freeze: bool
+    ) -> FistaState:
+        """Proximal step, momentum, restart and convergence of one iteration.
+
+        Default: the generic :func:`calab.engine.fista.proximal_update`; a backend may fuse
+        it (same arithmetic, fewer memory passes).
+        """
+        from calab.engine.fista import proximal_update
+
+        return proximal_update(xp, plan, state, gradient, threshold, freeze)
+
+    def fista_batch(
+        self, plan: SolvePlan, work: Any, threshold: Any, x0: Any | None = None, valid: Any | None = None
+    ) -> FistaBatch:
+        """The device state of a batch for the driver skeleton.
+
+        Default: the generic step of :mod:`calab.engine.fista` run :attr:`check_every`
+        times per segment (finished cells frozen by the mask when more than one).
+        """
+        from calab.engine.fista import StepBatch
+
+        return StepBatch(self, plan, work, threshold, x0, valid, check_every=self.check_every)
+
+    def scatter_rows(self, out: Any, rows: np.ndarray, values: Any) -> Any:
+        """Write ``values`` into rows ``rows`` of ``out``; return ``out`` (in place by default)."""
+        out[self.asarray(rows, dtype=np.int64)] = values
+        return out
+
     def run_fista(
         self,
         plan: SolvePlan,
@@ -149,7 +187,32 @@ class Backend(ABC):
         x0: Any | None = None,
         valid: Any | None = None,
     ) -> FistaOutcome:
-        """Iterate FISTA to convergence or the cap for a whole batch (see :mod:`calab.fista`)."""
+        """Iterate FISTA to convergence or the cap for a whole batch.
+
+        The driver skeleton :func:`~calab.backends.driver.run_segments` over
+        :meth:`fista_batch`; backends wrap it (thread blocks on the CPU, out-of-memory
+        splitting on CUDA, JAX's precision scope) but do not re-implement it.
+
+        Parameters
+        ----------
+        plan : SolvePlan
+        work : device array, shape (B, n / upsample), float32
+            Data (baseline already removed).
+        threshold : device array, shape (B,), float32
+            Per-cell soft threshold.
+        x0 : device array, shape (B, n), float32, optional
+            Warm start.
+        valid : device array, shape (B, n / upsample), float32, optional
+            Ragged-row mask.
+        """
+        xp = self.xp
+        n_cells = int(work.shape[0])
+        shape = (n_cells, plan.n_timepoints)
+        out_x = xp.zeros(shape, dtype=xp.float32) if x0 is None else xp.array(x0, dtype=xp.float32, copy=True)
+        if plan.max_iterations == 0 or n_cells == 0 or plan.n_timepoints == 0:
+            return FistaOutcome(out_x, np.zeros(n_cells, dtype=np.int64), np.zeros(n_cells, dtype=bool))
+        batch = self.fista_batch(plan, work, threshold, x0, valid)
+        return run_segments(batch, out_x, self.scatter_rows)
 
     def __repr__(self) -> str:
         return f"<calab backend {self.name!r}>"

@@ -20,6 +20,7 @@ import numpy as np
 
 from calab.backends import BackendInfo
 from calab.backends.base import Backend
+from calab.backends.types import FistaOutcome, FistaState
 from calab.backends.cpu import _kernels
 from calab.filters import rolling_rank
 
@@ -154,10 +155,8 @@ class NumpyBackend(Backend):
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):
         """Compiled update (Numba) when the driver compacts every step; else the generic one."""
-        from calab.fista import MIN_ITERATIONS, TOLERANCE_SQUARED, FistaState, proximal_update
-
         if freeze or not _kernels.HAVE_NUMBA:
-            return proximal_update(xp, plan, state, gradient, threshold, freeze)
+            return super().fista_update(xp, plan, state, gradient, threshold, freeze)
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * state.t * state.t)) / 2.0
         momentum = ((state.t - 1.0) / t_next).astype(np.float32)
         x_new = np.empty_like(state.x)
@@ -173,7 +172,9 @@ class NumpyBackend(Backend):
         restart = (k > 1) & (restart_signal > 0)
         if restart.any():
             y_new[restart] = x_new[restart]
-        converged = state.converged | ((k > MIN_ITERATIONS) & (change < TOLERANCE_SQUARED * (size + 1e-20)))
+        converged = state.converged | (
+            (k > plan.min_iterations) & (change < plan.tolerance_squared * (size + 1e-20))
+        )
         return FistaState(
             x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
         )
@@ -202,9 +203,9 @@ class NumpyBackend(Backend):
         return self.workers * 32
 
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
-        from calab.fista import FistaOutcome, run_host_loop
-
-        n_cells, n = work.shape
+        """The driver skeleton per block of cells, blocks on the thread pool."""
+        n_cells = work.shape[0]
+        n = plan.n_timepoints
         # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
         # keep its SIMD lanes full; blocks are split evenly so every worker gets the same
         # share (a finished cell is dropped from its block, not waited for).
@@ -215,7 +216,7 @@ class NumpyBackend(Backend):
 
         def solve(start: int) -> FistaOutcome:
             rows = slice(start, start + block)
-            return run_host_loop(
+            return Backend.run_fista(
                 self,
                 plan,
                 work[rows],

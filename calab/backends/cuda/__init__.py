@@ -29,14 +29,15 @@ What runs on the device
 
 Memory: :meth:`max_chunk_cells` sizes cell chunks from the device's free memory (plus the
 free blocks of CuPy's pool); an out-of-memory error inside the solve or the baseline frees
-the pool and the FFT plans, halves the block of cells and retries (and later chunks use a
-halved budget), so a dataset larger than the GPU streams through.
+the pool and the FFT plans, halves the block of cells and retries for the rest of that
+solve (later solves start from the full budget again), so a dataset larger than the GPU
+streams through and one failure does not slow a long-running process down.
 
 Environment
 -----------
 ``CALAB_CUDA_CHECK_EVERY``  steps between two syncs (default 10);
 ``CALAB_CUDA_AR2_CHUNKS``   force the number of time chunks of the banded scan (``auto``);
-``CALAB_CUDA_FUSED=0``      use the generic :func:`calab.fista.run_host_loop` step instead
+``CALAB_CUDA_FUSED=0``      use the generic step (:class:`calab.engine.fista.StepBatch`) instead
                             of the fused kernels (the on-GPU oracle);
 ``CALAB_CUDA_UNROLL``       samples each thread of the sequential AR(2) kernels loads ahead
                             (compile-time, default 16).
@@ -55,6 +56,7 @@ import numpy as np
 
 from calab.backends import BackendInfo, module_installed, array_library, install_hint
 from calab.backends.base import Backend
+from calab.backends.types import FistaOutcome
 from calab.backends.cuda import _driver
 
 __all__ = ["CupyBackend", "is_out_of_memory", "probe_cupy"]
@@ -180,8 +182,11 @@ class CupyBackend(Backend):
         self._cupy = cupy
         self._kernels: dict[int, Any] = {}
         self._lock = threading.Lock()
-        #: budget multiplier, halved after every out-of-memory recovery
+        #: multiplier of the free memory a chunk may plan for (a user setting; an
+        #: out-of-memory recovery does not change it)
         self.memory_scale = 1.0
+        #: out-of-memory recoveries so far (diagnostics)
+        self.oom_recoveries = 0
 
     @classmethod
     def probe(cls) -> BackendInfo:
@@ -247,7 +252,12 @@ class CupyBackend(Backend):
         self._cupy.cuda.get_current_stream().synchronize()
 
     def _recover(self) -> None:
-        """After an out-of-memory error: free cached blocks and plans, shrink later chunks."""
+        """After an out-of-memory error: free cached blocks and plans.
+
+        The failed solve retries in smaller blocks (:func:`_driver.split_on_oom`); nothing
+        after it is affected, so one failure never degrades a long-running process.
+        """
+        self.oom_recoveries += 1
         for ops in list(self._kernels.values()):
             ops.release_plans()
         try:
@@ -255,7 +265,6 @@ class CupyBackend(Backend):
         except Exception:  # noqa: BLE001 - older CuPy
             pass
         self._cupy.get_default_memory_pool().free_all_blocks()
-        self.memory_scale = max(self.memory_scale * 0.5, 1.0 / 1024)
 
     def _split(self, run: Any, total: int, what: str) -> list[Any]:
         if total == 0:
@@ -286,25 +295,32 @@ class CupyBackend(Backend):
         return parts[0] if len(parts) == 1 else self._cupy.concatenate(parts)
 
     # ------------------------------------------------------------ driver
-    def run_fista(self, plan, work, threshold, x0=None, valid=None):
-        from calab.fista import FistaOutcome
+    #: steps between two reads of the active mask in the generic segment
+    check_every = _driver.CHECK_EVERY
 
-        if not _fused_enabled():
-            return self.run_fista_generic(plan, work, threshold, x0, valid)
+    def fista_batch(self, plan, work, threshold, x0=None, valid=None):
+        """The fused CUDA segment when it covers the plan, else the generic step."""
+        if _fused_enabled() and _driver.supports(plan):
+            return _driver.make_batch(self.kernels(), plan, work, threshold, x0, valid)
+        return super().fista_batch(plan, work, threshold, x0, valid)
+
+    def run_fista(self, plan, work, threshold, x0=None, valid=None):
+        """The driver skeleton per block of cells; a block that runs out of memory is halved."""
+        fused = _fused_enabled() and _driver.supports(plan)
         ops = self.kernels()
 
         def run(start: int, stop: int) -> Any:
             rows = slice(start, stop)
-            return _driver.solve(
-                ops, plan, work[rows], threshold[rows],
-                None if x0 is None else x0[rows], None if valid is None else valid[rows],
-            )  # fmt: skip
+            part = (work[rows], threshold[rows], None if x0 is None else x0[rows], None if valid is None else valid[rows])
+            if fused:
+                return _driver.solve(ops, plan, *part)
+            return tuple(Backend.run_fista(self, plan, *part))
 
         x, iterations, converged = _driver.concatenate_outcomes(self._cupy, self._split(run, work.shape[0], "cells"))
         return FistaOutcome(x, iterations, converged)
 
     def run_fista_generic(self, plan, work, threshold, x0=None, valid=None):
-        """The generic step (:func:`calab.fista.proximal_update`) on CuPy arrays: the oracle."""
-        from calab.fista import run_host_loop
+        """The generic step (:func:`calab.engine.fista.proximal_update`) on CuPy arrays: the oracle."""
+        from calab.engine.fista import run_host_loop
 
         return run_host_loop(self, plan, work, threshold, x0, valid, check_every=_driver.CHECK_EVERY, freeze=True)

@@ -147,7 +147,7 @@ class CupyKernels:
 
     def fista_update_fft(
         self, x, ypad, full, data, boundary, tmom, iters, active, converged, threshold,
-        *, gram, step, scale, box, cap, tol2, threads,
+        *, gram, step, scale, box, cap, tol2, threads, min_iters=5,
     ) -> None:
         rows, n = x.shape
         if rows == 0:
@@ -158,7 +158,7 @@ class CupyKernels:
             (rows,), (int(threads),),
             (x, ypad, full, data, matrix, tmom, iters, active, converged, threshold,
              _i32(n), _i64(ypad.shape[1]), _i64(full.shape[1]), _i32(edge), _i32(bool(gram)),
-             _f32(step), _f32(scale), _i32(bool(box)), _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _f32(step), _f32(scale), _i32(bool(box)), _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
             shared_mem=4 * edge,
         )  # fmt: skip
 
@@ -183,14 +183,14 @@ class CupyKernels:
 
     def ar2_adjoint_update_tm(
         self, e, x, y, tmom, iters, active, converged, threshold,
-        *, g1, g2, gain, step, box, cap, tol2,
+        *, g1, g2, gain, step, box, cap, tol2, min_iters=5,
     ) -> None:
         n, width = e.shape
         self._fn("ar2_adjoint_update_tm")(
             (_blocks(width, 64, 2**31 - 1),), (64,),
             (e, x, y, tmom, iters, active, converged, threshold, _i32(n), _i64(width),
              _f32(g1), _f32(g2), _f32(gain), _f32(step), _i32(bool(box)),
-             _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
         )  # fmt: skip
 
     def ar2_chunk_forward_local(self, src, z, ends, active, L, C, g1, g2, gain) -> None:
@@ -253,12 +253,12 @@ class CupyKernels:
              _i32(L), _i32(C), _f32(step), _i32(bool(box))),
         )  # fmt: skip
 
-    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2) -> None:
+    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2, min_iters=5) -> None:
         width = tmom.shape[0]
         self._fn("fista_decide")(
             (_blocks(width, 64, 2**31 - 1),), (64,),
             (partials, _i32(C), _i64(width), tmom, iters, active, converged, restart_flags,
-             _i64(min(int(cap), 2**62)), _f64(tol2)),
+             _i64(min(int(cap), 2**62)), _f64(tol2), _i32(min_iters)),
         )  # fmt: skip
 
     def fista_restart_tm(self, x, y, restart_flags) -> None:

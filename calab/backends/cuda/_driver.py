@@ -36,7 +36,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from calab.filters import rolling_rank
-from calab.fista import TOLERANCE_SQUARED, SolvePlan, gram_boundary
+from calab.backends.driver import FistaBatch, run_segments
+from calab.backends.types import SolvePlan
+from calab.engine.fista import gram_boundary
 from calab.kernel import round_half_away
 
 __all__ = [
@@ -68,6 +70,11 @@ GRAM_MAX_EDGE = 512
 THREADS_PER_SM = 64
 #: shortest chunk of the chunked AR(2) scan
 MIN_CHUNK = 64
+
+
+def supports(plan: SolvePlan) -> bool:
+    """Whether the fused kernels cover ``plan`` (upsampled problems use the generic step)."""
+    return plan.upsample == 1
 
 
 def _env_int(name: str) -> int | None:
@@ -155,26 +162,6 @@ def _fft_constants(ops: Any, plan: SolvePlan) -> tuple[Any, Any, Any, Any]:
     return cached
 
 
-class _Outputs:
-    """Per-cell results gathered as cells finish (rows in the input batch's order)."""
-
-    def __init__(self, ops: Any, n_cells: int, x0: Any, shape: tuple[int, int]) -> None:
-        xp = ops.xp
-        self.ops = ops
-        self.x = xp.zeros(shape, dtype=xp.float32) if x0 is None else xp.array(x0, dtype=xp.float32, copy=True)
-        self.iterations = np.zeros(n_cells, dtype=np.int64)
-        self.converged = np.zeros(n_cells, dtype=bool)
-
-    def store(self, rows: np.ndarray, picked: np.ndarray, x_rows: Callable[[Any], Any], iters: Any, converged: Any) -> None:
-        xp = self.ops.xp
-        if picked.size == 0:
-            return
-        index = xp.asarray(picked, dtype=xp.int64)
-        self.x[xp.asarray(rows[picked], dtype=xp.int64)] = x_rows(index)
-        self.iterations[rows[picked]] = self.ops.to_host(iters[index]).astype(np.int64)
-        self.converged[rows[picked]] = self.ops.to_host(converged[index]).astype(bool)
-
-
 def _initial_vectors(xp: Any, batch: int) -> tuple[Any, Any, Any, Any]:
     return (
         xp.ones(batch, dtype=xp.float64),
@@ -184,14 +171,123 @@ def _initial_vectors(xp: Any, batch: int) -> tuple[Any, Any, Any, Any]:
     )
 
 
-def _check(ops: Any, active: Any, batch: int) -> tuple[np.ndarray, bool]:
-    """Read the active mask (the one sync); say whether to compact now."""
-    mask = ops.to_host(active).astype(bool)
-    running = int(np.count_nonzero(mask))
-    return mask, running == 0 or (running < batch and running <= COMPACT_FRACTION * batch)
+class _KernelBatch(FistaBatch):
+    """What the FFT and banded batches share: per-cell vectors, sync, compaction policy."""
+
+    def __init__(self, ops: Any, plan: SolvePlan, batch: int, check_every: int) -> None:
+        self.ops = ops
+        self.plan = plan
+        self.check_every = max(1, int(check_every))
+        self.tmom, self.iters, self.active_mask, self.converged = _initial_vectors(ops.xp, batch)
+
+    @property
+    def rows(self) -> int:
+        return int(self.tmom.shape[0])
+
+    def active(self) -> np.ndarray:
+        return self.ops.to_host(self.active_mask).astype(bool)
+
+    def compact_now(self, running: int) -> bool:
+        # Frozen cells cost nothing in the update kernels, but the FFTs still run over
+        # them: gather once a good share of the batch finished.
+        return running < self.rows and running <= COMPACT_FRACTION * self.rows
+
+    def _vectors(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            self.ops.to_host(self.iters[index]).astype(np.int64),
+            self.ops.to_host(self.converged[index]).astype(bool),
+        )
+
+    def _keep_vectors(self, index: Any) -> None:
+        self.tmom, self.iters = self.tmom[index], self.iters[index]
+        self.active_mask, self.converged = self.active_mask[index], self.converged[index]
+
+
+def _scatter(xp: Any) -> Callable[[Any, np.ndarray, Any], Any]:
+    def scatter(out: Any, rows: np.ndarray, values: Any) -> Any:
+        out[xp.asarray(rows, dtype=xp.int64)] = values
+        return out
+
+    return scatter
+
+
+def _start(ops: Any, x0: Any | None, shape: tuple[int, int]) -> Any:
+    xp = ops.xp
+    return xp.zeros(shape, dtype=xp.float32) if x0 is None else xp.array(x0, dtype=xp.float32, copy=True)
 
 
 # --------------------------------------------------------------------------- FFT mode
+class FftBatch(_KernelBatch):
+    """FFT-mode segment: ``check_every`` steps of cuFFT transforms + ``fista_update_fft``."""
+
+    def __init__(self, ops: Any, plan: SolvePlan, work: Any, threshold: Any, x0: Any, valid: Any, check_every: int) -> None:
+        xp = ops.xp
+        f32 = xp.float32
+        batch, n = work.shape
+        super().__init__(ops, plan, batch, check_every)
+        self.size = size = plan.fft_size
+        self.spectrum, self.spectrum_conj, self.power, self.boundary = _fft_constants(ops, plan)
+        edge = int(self.boundary.shape[0])
+        self.gram = valid is None and edge <= GRAM_MAX_EDGE
+        self.scale = np.float32(1.0 / size)
+        self.threads = update_threads(n)
+        self.n = n
+        self.x = _start(ops, x0, (batch, n))
+        self.ypad = xp.zeros((batch, size), dtype=f32)
+        self.ypad[:, :n] = self.x
+        self.full = xp.zeros((batch, size), dtype=f32)
+        self.spec = xp.empty((batch, size // 2 + 1), dtype=xp.complex64)
+        if self.gram:  # data term Kᵀ work, as calab.engine.fista.data_gradient computes it
+            self.full[:, :n] = work
+            ops.rfft_rows(self.full, self.spec)
+            self.spec *= self.spectrum_conj
+            ops.irfft_rows(self.spec, self.full)
+            self.data = xp.ascontiguousarray(self.full[:, :n] * self.scale)
+            self.valid = None
+        else:
+            self.data = xp.ascontiguousarray(work, dtype=f32)
+            self.valid = None if valid is None else xp.ascontiguousarray(valid, dtype=f32)
+        self.threshold = xp.ascontiguousarray(threshold, dtype=f32)
+
+    def advance(self) -> None:
+        ops, plan = self.ops, self.plan
+        for _ in range(self.check_every):
+            ops.rfft_rows(self.ypad, self.spec)
+            if self.gram:
+                self.spec *= self.power
+                ops.irfft_rows(self.spec, self.full)
+            else:
+                self.spec *= self.spectrum
+                ops.irfft_rows(self.spec, self.full)
+                ops.residual_pad(self.full, self.data, self.valid, self.active_mask, self.n, self.scale)
+                ops.rfft_rows(self.full, self.spec)
+                self.spec *= self.spectrum_conj
+                ops.irfft_rows(self.spec, self.full)
+            ops.fista_update_fft(
+                self.x, self.ypad, self.full, self.data, self.boundary, self.tmom, self.iters, self.active_mask,
+                self.converged, self.threshold, gram=self.gram, step=plan.step32, scale=self.scale,
+                box=plan.constraint == "box01", cap=plan.max_iterations, tol2=plan.tolerance_squared,
+                threads=self.threads, min_iters=plan.min_iterations,
+            )  # fmt: skip
+
+    def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        rows = self.ops.xp.asarray(index, dtype=self.ops.xp.int64)
+        return (self.x[rows], *self._vectors(rows))
+
+    def compact(self, keep: np.ndarray) -> None:
+        xp = self.ops.xp
+        # Free the scratch buffers and plans of the old size before gathering.
+        del self.full, self.spec
+        self.ops.release_plans()
+        index = xp.asarray(keep, dtype=xp.int64)
+        self.x, self.ypad, self.data, self.threshold = (a[index] for a in (self.x, self.ypad, self.data, self.threshold))
+        self._keep_vectors(index)
+        if self.valid is not None:
+            self.valid = self.valid[index]
+        self.full = xp.empty((keep.size, self.size), dtype=xp.float32)
+        self.spec = xp.empty((keep.size, self.size // 2 + 1), dtype=xp.complex64)
+
+
 def solve_fft(
     ops: Any,
     plan: SolvePlan,
@@ -203,76 +299,12 @@ def solve_fft(
     check_every: int = CHECK_EVERY,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """FISTA to convergence in FFT mode; returns ``(x, iterations, converged)``."""
-    xp = ops.xp
-    f32 = xp.float32
     batch, n = work.shape
-    out = _Outputs(ops, batch, x0, (batch, n))
-    cap = plan.max_iterations
-    if cap == 0 or batch == 0 or n == 0:
-        return out.x, out.iterations, out.converged
-    size = plan.fft_size
-    spectrum, spectrum_conj, power, boundary = _fft_constants(ops, plan)
-    edge = int(boundary.shape[0])
-    gram = valid is None and edge <= GRAM_MAX_EDGE
-    scale = np.float32(1.0 / size)
-    step = plan.step32
-    box = plan.constraint == "box01"
-    threads = update_threads(n)
-
-    x = xp.array(out.x, copy=True)
-    ypad = xp.zeros((batch, size), dtype=f32)
-    ypad[:, :n] = x
-    full = xp.zeros((batch, size), dtype=f32)
-    spec = xp.empty((batch, size // 2 + 1), dtype=xp.complex64)
-    if gram:  # data term Kᵀ work, as calab.fista.data_gradient computes it
-        full[:, :n] = work
-        ops.rfft_rows(full, spec)
-        spec *= spectrum_conj
-        ops.irfft_rows(spec, full)
-        data = xp.ascontiguousarray(full[:, :n] * scale)
-    else:
-        data = xp.ascontiguousarray(work, dtype=f32)
-        valid = None if valid is None else xp.ascontiguousarray(valid, dtype=f32)
-    threshold = xp.ascontiguousarray(threshold, dtype=f32)
-    tmom, iters, active, converged = _initial_vectors(xp, batch)
-    rows = np.arange(batch)
-
-    while True:
-        for _ in range(check_every):
-            ops.rfft_rows(ypad, spec)
-            if gram:
-                spec *= power
-                ops.irfft_rows(spec, full)
-            else:
-                spec *= spectrum
-                ops.irfft_rows(spec, full)
-                ops.residual_pad(full, data, valid, active, n, scale)
-                ops.rfft_rows(full, spec)
-                spec *= spectrum_conj
-                ops.irfft_rows(spec, full)
-            ops.fista_update_fft(
-                x, ypad, full, data, boundary, tmom, iters, active, converged, threshold,
-                gram=gram, step=step, scale=scale, box=box, cap=cap, tol2=TOLERANCE_SQUARED,
-                threads=threads,
-            )  # fmt: skip
-        mask, compact = _check(ops, active, rows.size)
-        if not compact:
-            continue
-        out.store(rows, np.flatnonzero(~mask), lambda index: x[index], iters, converged)
-        keep = np.flatnonzero(mask)
-        if keep.size == 0:
-            return out.x, out.iterations, out.converged
-        # Gather the running cells; free the scratch buffers and plans of the old size first.
-        del full, spec
-        ops.release_plans()
-        index = xp.asarray(keep, dtype=xp.int64)
-        rows = rows[keep]
-        x, ypad, data, threshold = x[index], ypad[index], data[index], threshold[index]
-        tmom, iters, active, converged = tmom[index], iters[index], active[index], converged[index]
-        if valid is not None:
-            valid = valid[index]
-        full = xp.empty((keep.size, size), dtype=f32)
-        spec = xp.empty((keep.size, size // 2 + 1), dtype=xp.complex64)
+    out = _start(ops, x0, (batch, n))
+    if plan.max_iterations == 0 or batch == 0 or n == 0:
+        return out, np.zeros(batch, dtype=np.int64), np.zeros(batch, dtype=bool)
+    outcome = run_segments(FftBatch(ops, plan, work, threshold, x0, valid, check_every), out, _scatter(ops.xp))
+    return outcome.x, outcome.iterations, outcome.converged
 
 
 # --------------------------------------------------------------------------- banded
@@ -293,6 +325,68 @@ class _Scan:
             self.pq = xp.asarray(pq_table(g1, g2, self.length))
 
 
+class BandedBatch(_KernelBatch):
+    """Banded segment: ``check_every`` steps of the time-major AR(2) kernels."""
+
+    def __init__(
+        self, ops: Any, plan: SolvePlan, work: Any, threshold: Any, x0: Any, valid: Any, check_every: int, chunks: int | None
+    ) -> None:
+        xp = ops.xp
+        batch, n = work.shape
+        super().__init__(ops, plan, batch, check_every)
+        self.n, self.chunks_override = n, chunks
+        self.wt = xp.ascontiguousarray(xp.asarray(work, dtype=xp.float32).T)
+        self.vt = None if valid is None else xp.ascontiguousarray(xp.asarray(valid, dtype=xp.float32).T)
+        self.xt = xp.ascontiguousarray(_start(ops, x0, (batch, n)).T)
+        self.yt = xp.array(self.xt, copy=True)
+        self.e = xp.empty_like(self.wt)
+        self.threshold = xp.ascontiguousarray(threshold, dtype=xp.float32)
+        self.scan = _Scan(ops, plan, n, batch, chunks)
+
+    def advance(self) -> None:
+        ops, plan, scan = self.ops, self.plan, self.scan
+        g1, g2, gain = plan.ar2
+        step, box, cap, tol2 = plan.step32, plan.constraint == "box01", plan.max_iterations, plan.tolerance_squared
+        min_iters = plan.min_iterations
+        xt, yt, e, wt, vt = self.xt, self.yt, self.e, self.wt, self.vt
+        tmom, iters, active, converged, threshold = self.tmom, self.iters, self.active_mask, self.converged, self.threshold
+        for _ in range(self.check_every):
+            if scan.chunks == 1:
+                ops.ar2_forward_tm(yt, e, wt, vt, active, g1, g2, gain)
+                ops.ar2_adjoint_update_tm(
+                    e, xt, yt, tmom, iters, active, converged, threshold,
+                    g1=g1, g2=g2, gain=gain, step=step, box=box, cap=cap, tol2=tol2, min_iters=min_iters,
+                )  # fmt: skip
+            else:
+                C, L = scan.chunks, scan.length
+                ops.ar2_chunk_forward_local(yt, scan.z, scan.ends, active, L, C, g1, g2, gain)
+                ops.ar2_chunk_carry_forward(scan.ends, scan.starts, scan.pq, active, L, C)
+                ops.ar2_chunk_forward_fix(scan.z, e, scan.starts, scan.pq, wt, vt, active, L)
+                ops.ar2_chunk_adjoint_local(e, scan.z, scan.ends, active, L, C, g1, g2, gain)
+                ops.ar2_chunk_carry_adjoint(scan.ends, scan.starts, scan.pq, active, self.n, L, C)
+                ops.ar2_chunk_adjoint_update(
+                    scan.z, scan.starts, scan.pq, xt, yt, tmom, active, threshold, scan.partials, L, C, step, box
+                )
+                ops.fista_decide(scan.partials, C, tmom, iters, active, converged, scan.flags, cap, tol2, min_iters)
+                ops.fista_restart_tm(xt, yt, scan.flags)
+
+    def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        rows = self.ops.xp.asarray(index, dtype=self.ops.xp.int64)
+        return (self.xt[:, rows].T, *self._vectors(rows))
+
+    def compact(self, keep: np.ndarray) -> None:
+        xp = self.ops.xp
+        del self.e, self.scan
+        index = xp.asarray(keep, dtype=xp.int64)
+        self.xt, self.yt, self.wt = (xp.ascontiguousarray(a[:, index]) for a in (self.xt, self.yt, self.wt))
+        if self.vt is not None:
+            self.vt = xp.ascontiguousarray(self.vt[:, index])
+        self.threshold = self.threshold[index]
+        self._keep_vectors(index)
+        self.e = xp.empty_like(self.wt)
+        self.scan = _Scan(self.ops, self.plan, self.n, keep.size, self.chunks_override)
+
+
 def solve_banded(
     ops: Any,
     plan: SolvePlan,
@@ -305,64 +399,32 @@ def solve_banded(
     chunks: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """FISTA to convergence in banded mode (time-major AR(2) kernels)."""
-    xp = ops.xp
     batch, n = work.shape
-    out = _Outputs(ops, batch, x0, (batch, n))
-    cap = plan.max_iterations
-    if cap == 0 or batch == 0 or n == 0:
-        return out.x, out.iterations, out.converged
-    g1, g2, gain = plan.ar2
-    step = plan.step32
-    box = plan.constraint == "box01"
-    tol2 = TOLERANCE_SQUARED
+    out = _start(ops, x0, (batch, n))
+    if plan.max_iterations == 0 or batch == 0 or n == 0:
+        return out, np.zeros(batch, dtype=np.int64), np.zeros(batch, dtype=bool)
+    fista = BandedBatch(ops, plan, work, threshold, x0, valid, check_every, chunks)
+    outcome = run_segments(fista, out, _scatter(ops.xp))
+    return outcome.x, outcome.iterations, outcome.converged
 
-    wt = xp.ascontiguousarray(xp.asarray(work, dtype=xp.float32).T)
-    vt = None if valid is None else xp.ascontiguousarray(xp.asarray(valid, dtype=xp.float32).T)
-    xt = xp.ascontiguousarray(out.x.T)
-    yt = xp.array(xt, copy=True)
-    e = xp.empty_like(wt)
-    threshold = xp.ascontiguousarray(threshold, dtype=xp.float32)
-    tmom, iters, active, converged = _initial_vectors(xp, batch)
-    rows = np.arange(batch)
-    scan = _Scan(ops, plan, n, batch, chunks)
 
-    while True:
-        for _ in range(check_every):
-            if scan.chunks == 1:
-                ops.ar2_forward_tm(yt, e, wt, vt, active, g1, g2, gain)
-                ops.ar2_adjoint_update_tm(
-                    e, xt, yt, tmom, iters, active, converged, threshold,
-                    g1=g1, g2=g2, gain=gain, step=step, box=box, cap=cap, tol2=tol2,
-                )  # fmt: skip
-            else:
-                C, L = scan.chunks, scan.length
-                ops.ar2_chunk_forward_local(yt, scan.z, scan.ends, active, L, C, g1, g2, gain)
-                ops.ar2_chunk_carry_forward(scan.ends, scan.starts, scan.pq, active, L, C)
-                ops.ar2_chunk_forward_fix(scan.z, e, scan.starts, scan.pq, wt, vt, active, L)
-                ops.ar2_chunk_adjoint_local(e, scan.z, scan.ends, active, L, C, g1, g2, gain)
-                ops.ar2_chunk_carry_adjoint(scan.ends, scan.starts, scan.pq, active, n, L, C)
-                ops.ar2_chunk_adjoint_update(
-                    scan.z, scan.starts, scan.pq, xt, yt, tmom, active, threshold, scan.partials, L, C, step, box
-                )
-                ops.fista_decide(scan.partials, C, tmom, iters, active, converged, scan.flags, cap, tol2)
-                ops.fista_restart_tm(xt, yt, scan.flags)
-        mask, compact = _check(ops, active, rows.size)
-        if not compact:
-            continue
-        out.store(rows, np.flatnonzero(~mask), lambda index: xt[:, index].T, iters, converged)
-        keep = np.flatnonzero(mask)
-        if keep.size == 0:
-            return out.x, out.iterations, out.converged
-        del e, scan
-        index = xp.asarray(keep, dtype=xp.int64)
-        rows = rows[keep]
-        xt, yt, wt = (xp.ascontiguousarray(a[:, index]) for a in (xt, yt, wt))
-        if vt is not None:
-            vt = xp.ascontiguousarray(vt[:, index])
-        threshold = threshold[index]
-        tmom, iters, active, converged = tmom[index], iters[index], active[index], converged[index]
-        e = xp.empty_like(wt)
-        scan = _Scan(ops, plan, n, keep.size, chunks)
+def make_batch(
+    ops: Any,
+    plan: SolvePlan,
+    work: Any,
+    threshold: Any,
+    x0: Any | None = None,
+    valid: Any | None = None,
+    *,
+    check_every: int | None = None,
+    chunks: int | None = None,
+) -> FistaBatch:
+    """The fused segment of the plan's mode for the driver skeleton."""
+    if check_every is None:
+        check_every = _env_int("CALAB_CUDA_CHECK_EVERY") or CHECK_EVERY
+    if plan.conv_mode == "banded":
+        return BandedBatch(ops, plan, work, threshold, x0, valid, check_every, chunks)
+    return FftBatch(ops, plan, work, threshold, x0, valid, check_every)
 
 
 def solve(
@@ -377,11 +439,13 @@ def solve(
     chunks: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """Run FISTA for a batch in the plan's mode; ``(x, iterations, converged)``."""
-    if check_every is None:
-        check_every = _env_int("CALAB_CUDA_CHECK_EVERY") or CHECK_EVERY
-    if plan.conv_mode == "banded":
-        return solve_banded(ops, plan, work, threshold, x0, valid, check_every=check_every, chunks=chunks)
-    return solve_fft(ops, plan, work, threshold, x0, valid, check_every=check_every)
+    batch, n = work.shape
+    out = _start(ops, x0, (batch, n))
+    if plan.max_iterations == 0 or batch == 0 or n == 0:
+        return out, np.zeros(batch, dtype=np.int64), np.zeros(batch, dtype=bool)
+    fista = make_batch(ops, plan, work, threshold, x0, valid, check_every=check_every, chunks=chunks)
+    outcome = run_segments(fista, out, _scatter(ops.xp))
+    return outcome.x, outcome.iterations, outcome.converged
 
 
 # --------------------------------------------------------------------------- operators

@@ -98,11 +98,11 @@ def _prox(here, old, g, step, shrink, momentum, box):
     return new, ahead, terms
 
 
-def _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2):
+def _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters=5):
     """``calab_finish_cell`` for the cells ``cells``; returns their restart flags."""
     k_new = iters[cells] + 1
     restart = (k_new > 1) & (signal > 0.0)
-    done = (k_new > 5) & (change < tol2 * (size + 1e-20))
+    done = (k_new > min_iters) & (change < tol2 * (size + 1e-20))
     conv = converged[cells] | done
     tmom[cells] = np.where(restart, 1.0, t_next)
     iters[cells] = k_new
@@ -214,7 +214,7 @@ class NumpyKernels:
 
     def fista_update_fft(
         self, x, ypad, full, data, boundary, tmom, iters, active, converged, threshold,
-        *, gram, step, scale, box, cap, tol2, threads,
+        *, gram, step, scale, box, cap, tol2, threads, min_iters=5,
     ) -> None:
         """``fista_update_fft``: one block (``threads`` threads) per active cell."""
         cells = np.flatnonzero(active)
@@ -239,7 +239,7 @@ class NumpyKernels:
         t_next, momentum = _momentum(tmom[cells])
         new, ahead, (dd, xx, pp) = _prox(here, old, g, step, shrink, momentum[:, None], box)
         change, size, signal = (block_sum(v, threads) for v in (dd, xx, pp))
-        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2)
+        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters)
         x[cells] = new
         ypad[cells, :n] = np.where(restart[:, None], new, ahead)
 
@@ -277,7 +277,7 @@ class NumpyKernels:
 
     def ar2_adjoint_update_tm(
         self, e, x, y, tmom, iters, active, converged, threshold,
-        *, g1, g2, gain, step, box, cap, tol2,
+        *, g1, g2, gain, step, box, cap, tol2, min_iters=5,
     ) -> None:
         """``ar2_adjoint_update_tm``: adjoint recursion fused with the FISTA update."""
         n = e.shape[0]
@@ -298,7 +298,7 @@ class NumpyKernels:
             g[i] = a
         new, ahead, terms = _prox(y[:, cells], x[:, cells], g, step, threshold[cells], momentum, box)
         change, size, signal = (_sequential_sum(term[::-1]) for term in terms)
-        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2)
+        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters)
         x[:, cells] = new
         y[:, cells] = np.where(restart[None, :], new, ahead)
 
@@ -421,7 +421,7 @@ class NumpyKernels:
             for slot, term in enumerate(terms):  # thread (c, b) sums its chunk backwards
                 partials[c, cells, slot] = _sequential_sum(term[lo:hi][::-1])
 
-    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2) -> None:
+    def fista_decide(self, partials, C, tmom, iters, active, converged, restart_flags, cap, tol2, min_iters=5) -> None:
         """``fista_decide``: sum the chunk partials in chunk order and decide per cell."""
         restart_flags[...] = False
         cells = np.flatnonzero(active)
@@ -435,7 +435,7 @@ class NumpyKernels:
             size = size + partials[c, cells, 1]
             signal = signal + partials[c, cells, 2]
         t_next, _ = _momentum(tmom[cells])
-        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2)
+        restart = _finish(cells, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters)
         restart_flags[cells] = restart
 
     def fista_restart_tm(self, x, y, restart_flags) -> None:
@@ -459,7 +459,7 @@ def transliteration_backend(multiprocessors: int = 4, chunks: int | None = None,
     """
     from calab.backends.cpu import NumpyBackend
     from calab.backends.cuda import _driver
-    from calab.fista import FistaOutcome
+    from calab.backends.types import FistaOutcome
 
     class TransliterationBackend(NumpyBackend):
         name = "numpy"  # shares the NumPy backend's device cache entries (same arrays)
@@ -478,6 +478,8 @@ def transliteration_backend(multiprocessors: int = 4, chunks: int | None = None,
             return _driver.rolling_quantile(self.ops, traces, window, quantile)
 
         def run_fista(self, plan, work, threshold, x0=None, valid=None):
+            if not _driver.supports(plan):
+                return super().run_fista(plan, work, threshold, x0, valid)
             x, iterations, converged = _driver.solve(
                 self.ops, plan, work, threshold, x0, valid, check_every=check_every, chunks=chunks
             )

@@ -1,10 +1,11 @@
-"""JAX backend: the FISTA step of :mod:`calab.fista` jitted inside ``lax.while_loop``.
+"""JAX backend: the FISTA step of :mod:`calab.engine.fista` jitted inside ``lax.while_loop``.
 
 What differs from the generic algorithm here:
 
-* The driver runs *segments* of up to ``SEGMENT`` iterations in one compiled
-  ``lax.while_loop`` (no host sync inside a segment), then reads the active mask once and
-  compacts the batch to a power-of-two bucket of rows, so few shapes are ever compiled.
+* The segment of the shared driver skeleton (:mod:`calab.backends.driver`) is up to
+  ``SEGMENT`` iterations in one compiled ``lax.while_loop`` (no host sync inside); the
+  batch is padded to a power-of-two bucket of rows and only re-gathered when the running
+  cells fit a smaller bucket, so few shapes are ever compiled.
 * Operator constants, step size and iteration cap are arguments of the compiled function,
   not closures, so a new λ, τ or trace length re-uses the compiled program whenever the
   shapes match.
@@ -28,6 +29,8 @@ import numpy as np
 
 from calab.backends import BackendInfo, install_hint, module_installed
 from calab.backends.base import Backend
+from calab.backends.driver import FistaBatch
+from calab.backends.types import FistaState
 
 __all__ = ["JaxBackend"]
 
@@ -129,76 +132,88 @@ class JaxBackend(Backend):
         return self.asarray(rolling_quantile_host(np.asarray(traces), window, quantile))
 
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
-        from calab.fista import FistaOutcome, FistaState, initial_state, operator_arrays
+        # The skeleton of Backend.run_fista, inside the scope where float64 exists.
+        with self._jax.enable_x64(True):
+            return super().run_fista(plan, work, threshold, x0, valid)
 
-        jax, jnp = self._jax, self.xp
-        n_cells = work.shape[0]
-        out_iterations = np.zeros(n_cells, dtype=np.int64)
-        out_converged = np.zeros(n_cells, dtype=bool)
-        with jax.enable_x64(True):
-            arrays = operator_arrays(self, plan)
-            ar2 = tuple(jnp.asarray(v, dtype=jnp.float32) for v in plan.ar2)
-            step = jnp.asarray(plan.step32, dtype=jnp.float32)
-            cap = jnp.asarray(plan.max_iterations, dtype=jnp.int32)
-            out_x = jnp.zeros_like(work) if x0 is None else jnp.asarray(x0, dtype=jnp.float32)
-            if plan.max_iterations == 0 or n_cells == 0:
-                return FistaOutcome(out_x, out_iterations, out_converged)
-            static = dict(conv_mode=plan.conv_mode, constraint=plan.constraint, n=plan.n_timepoints, fft_size=plan.fft_size)
-            data_term = _data_term(work, arrays, ar2, **static)
-            state = initial_state(jnp, work, plan.max_iterations, x0)
-            rows = np.arange(n_cells)
-            # Pad the batch to its bucket with inactive rows so shapes repeat across calls.
-            bucket = _bucket(n_cells)
-            state, data_term, threshold, valid, rows = _pad_rows(jnp, state, data_term, threshold, valid, rows, bucket)
-            while True:
-                state = self._segment(state, data_term, threshold, valid, arrays, ar2, step, cap, **static)
-                active = np.asarray(state.active)
-                live = rows >= 0
-                done = np.flatnonzero(~active & live)
-                if done.size:
-                    index = jnp.asarray(done)
-                    out_x = out_x.at[jnp.asarray(rows[done])].set(state.x[index])
-                    out_iterations[rows[done]] = np.asarray(state.k[index])
-                    out_converged[rows[done]] = np.asarray(state.converged[index])
-                    rows = np.where(~active & live, -1, rows)
-                keep = np.flatnonzero(active)
-                if keep.size == 0:
-                    break
-                bucket = _bucket(keep.size)
-                if bucket < active.size:
-                    index = jnp.asarray(keep)
-                    state = FistaState(*(part[index] for part in state))
-                    data_term, threshold = data_term[index], threshold[index]
-                    valid = None if valid is None else valid[index]
-                    rows = rows[keep]
-                    state, data_term, threshold, valid, rows = _pad_rows(
-                        jnp, state, data_term, threshold, valid, rows, bucket
-                    )
-        return FistaOutcome(out_x, out_iterations, out_converged)
+    def fista_batch(self, plan, work, threshold, x0=None, valid=None):
+        return _JaxBatch(self, plan, work, threshold, x0, valid)
+
+    def scatter_rows(self, out, rows, values):
+        return out.at[self.xp.asarray(rows)].set(values)
 
 
-def _pad_rows(jnp, state, data_term, threshold, valid, rows, bucket):
-    """Append inactive zero rows up to ``bucket`` rows (marked -1 in ``rows``)."""
-    from calab.fista import FistaState
+class _JaxBatch(FistaBatch):
+    """Segments of up to :data:`SEGMENT` steps in one compiled ``lax.while_loop``.
 
-    extra = bucket - rows.size
-    if extra <= 0:
-        return state, data_term, threshold, valid, rows
+    Rows are padded with inactive rows to a power-of-two bucket, and the batch is only
+    re-gathered when the running cells fit a smaller bucket, so few shapes are compiled.
+    """
 
-    def pad(array, value=0):
-        filler = jnp.full((extra,) + array.shape[1:], value, dtype=array.dtype)
-        return jnp.concatenate([array, filler])
+    def __init__(self, backend, plan, work, threshold, x0, valid):
+        from calab.engine.fista import initial_state, operator_arrays
 
-    state = FistaState(
-        pad(state.x), pad(state.y), pad(state.t, 1.0), pad(state.k), pad(state.active, False), pad(state.converged, False)
-    )
-    return (
-        state,
-        pad(data_term),
-        pad(threshold),
-        None if valid is None else pad(valid),
-        np.concatenate([rows, np.full(extra, -1)]),
-    )
+        jnp = backend.xp
+        self._segment = backend._segment
+        self.arrays = operator_arrays(backend, plan)
+        self.ar2 = tuple(jnp.asarray(v, dtype=jnp.float32) for v in plan.ar2)
+        self.step = jnp.asarray(plan.step32, dtype=jnp.float32)
+        self.cap = jnp.asarray(plan.max_iterations, dtype=jnp.int32)
+        self.rule = (
+            jnp.asarray(plan.tolerance_squared, dtype=jnp.float64),
+            jnp.asarray(plan.min_iterations, dtype=jnp.int32),
+        )
+        n = plan.n_timepoints
+        self.static = dict(
+            conv_mode=plan.conv_mode, constraint=plan.constraint, n=n, fft_size=plan.fft_size, upsample=plan.upsample
+        )
+        data_term = _data_term(work, self.arrays, self.ar2, **self.static)
+        state = initial_state(jnp, work, plan.max_iterations, x0, n)
+        self._set(state, data_term, threshold, valid, _bucket(work.shape[0]))
+
+    def _set(self, state, data_term, threshold, valid, bucket):
+        """Store the batch padded with inactive zero rows up to ``bucket`` rows."""
+        jnp = _backend().xp
+        extra = bucket - int(state.x.shape[0])
+
+        def pad(array, value=0):
+            if extra <= 0:
+                return array
+            filler = jnp.full((extra,) + array.shape[1:], value, dtype=array.dtype)
+            return jnp.concatenate([array, filler])
+
+        self.state = FistaState(
+            pad(state.x), pad(state.y), pad(state.t, 1.0), pad(state.k), pad(state.active, False), pad(state.converged, False)
+        )
+        self.data_term, self.threshold = pad(data_term), pad(threshold)
+        self.valid = None if valid is None else pad(valid)
+
+    @property
+    def rows(self):
+        return int(self.state.x.shape[0])
+
+    def advance(self):
+        self.state = self._segment(
+            self.state, self.data_term, self.threshold, self.valid, self.arrays, self.ar2, self.step, self.cap, self.rule,
+            **self.static,
+        )  # fmt: skip
+
+    def active(self):
+        return np.asarray(self.state.active, dtype=bool)
+
+    def compact_now(self, running):
+        return _bucket(running) < self.rows
+
+    def harvest(self, index):
+        rows = _backend().xp.asarray(index)
+        state = self.state
+        return state.x[rows], np.asarray(state.k[rows]).astype(np.int64), np.asarray(state.converged[rows]).astype(bool)
+
+    def compact(self, keep):
+        rows = _backend().xp.asarray(keep)
+        state = FistaState(*(part[rows] for part in self.state))
+        valid = None if self.valid is None else self.valid[rows]
+        self._set(state, self.data_term[rows], self.threshold[rows], valid, _bucket(keep.size))
 
 
 def _ar2_scan(jax, batch, g1, g2, gain, reverse):
@@ -233,10 +248,10 @@ def _backend():
     return get_backend("jax")
 
 
-def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size):
-    from calab.fista import build_operator, data_gradient
+def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size, upsample):
+    from calab.engine.fista import build_operator, data_gradient
 
-    operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2)
+    operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
     return data_gradient(operator, work)
 
 
@@ -244,18 +259,21 @@ def _compile_segment():
     import jax
     import jax.numpy as jnp
 
-    from calab.fista import build_operator, fista_step
+    from calab.engine.fista import build_operator, fista_step
 
     class _StepConstants:
         """The attributes of SolvePlan that the step reads, as traced values."""
 
-        def __init__(self, step32, constraint, max_iterations):
+        def __init__(self, step32, constraint, max_iterations, tolerance_squared, min_iterations):
             self.step32, self.constraint, self.max_iterations = step32, constraint, max_iterations
+            self.tolerance_squared, self.min_iterations = tolerance_squared, min_iterations
 
-    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size"))
-    def segment(state, data_term, threshold, valid, arrays, ar2, step, cap, *, conv_mode, constraint, n, fft_size):
-        operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2)
-        constants = _StepConstants(step, constraint, cap)
+    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size", "upsample"))
+    def segment(
+        state, data_term, threshold, valid, arrays, ar2, step, cap, rule, *, conv_mode, constraint, n, fft_size, upsample
+    ):
+        operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
+        constants = _StepConstants(step, constraint, cap, *rule)
 
         def keep_going(carry):
             count, current = carry

@@ -68,11 +68,13 @@ __device__ __forceinline__ void calab_finish_cell(
     const long long b, const double t_next, const double change, const double size,
     const double signal, double* __restrict__ tmom, int* __restrict__ iters,
     unsigned char* __restrict__ active, unsigned char* __restrict__ converged,
-    const long long cap, const double tol2, bool& restart)
+    const long long cap, const double tol2, const int min_iters, bool& restart)
 {
+    // Stopping rule as data: convergence is tested once k exceeds min_iters (5 in the
+    // reference's CaTune and InDeCa rules), with tolerance tol2 = tol*tol.
     const int k_new = iters[b] + 1;
     restart = (k_new > 1) && (signal > 0.0);
-    const bool done = (k_new > 5) && (change < tol2 * (size + 1e-20));
+    const bool done = (k_new > min_iters) && (change < tol2 * (size + 1e-20));
     const bool conv = converged[b] || done;
     tmom[b] = restart ? 1.0 : t_next;
     iters[b] = k_new;
@@ -165,7 +167,7 @@ extern "C" __global__ void ar2_adjoint_update_tm(
     unsigned char* __restrict__ active, unsigned char* __restrict__ converged,
     const float* __restrict__ threshold,
     const int n, const long long B, const float g1, const float g2, const float gain,
-    const float step, const int box, const long long cap, const double tol2)
+    const float step, const int box, const long long cap, const double tol2, const int min_iters)
 {
     const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B) return;
@@ -210,7 +212,7 @@ extern "C" __global__ void ar2_adjoint_update_tm(
         }
     }
     bool restart;
-    calab_finish_cell(b, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, restart);
+    calab_finish_cell(b, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters, restart);
     if (restart) {
         for (int i = 0; i < n; ++i) y[(long long)i * B + b] = x[(long long)i * B + b];
     }
@@ -408,7 +410,7 @@ extern "C" __global__ void fista_decide(
     const double* __restrict__ partials, const int C, const long long B,
     double* __restrict__ tmom, int* __restrict__ iters,
     unsigned char* __restrict__ active, unsigned char* __restrict__ converged,
-    unsigned char* __restrict__ restart_flags, const long long cap, const double tol2)
+    unsigned char* __restrict__ restart_flags, const long long cap, const double tol2, const int min_iters)
 {
     const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B) return;
@@ -424,7 +426,7 @@ extern "C" __global__ void fista_decide(
     const double t_old = tmom[b];
     const double t_next = (1.0 + sqrt(1.0 + 4.0 * t_old * t_old)) / 2.0;
     bool restart;
-    calab_finish_cell(b, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, restart);
+    calab_finish_cell(b, t_next, change, size, signal, tmom, iters, active, converged, cap, tol2, min_iters, restart);
     restart_flags[b] = restart ? 1 : 0;
 }
 

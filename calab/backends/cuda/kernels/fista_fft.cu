@@ -110,7 +110,7 @@ extern "C" __global__ void fista_update_fft(
     const float* __restrict__ threshold,
     const int n, const long long ld_y, const long long ld_f, const int edge,
     const int gram, const float step, const float scale, const int box,
-    const long long cap, const double tol2)
+    const long long cap, const double tol2, const int min_iters)
 {
     extern __shared__ float tail[];
     const long long b = blockIdx.x;
@@ -171,7 +171,7 @@ extern "C" __global__ void fista_update_fft(
         for (int i = threadIdx.x; i < n; i += blockDim.x) yrow[i] = xrow[i];
     }
     if (threadIdx.x == 0) {
-        const bool done = (k_new > 5) && (change < tol2 * (size + 1e-20));
+        const bool done = (k_new > min_iters) && (change < tol2 * (size + 1e-20));
         const bool conv = converged[b] || done;
         tmom[b] = restart ? 1.0 : t_next;
         iters[b] = k_new;
