@@ -131,6 +131,10 @@ def _chunk_bounds(index: int, chunk_cells: int, n_cells: int) -> tuple[int, int]
 def solve_block(block: np.ndarray, settings: dict, lam: np.ndarray, backend: str | None) -> dict:
     """Deconvolve one chunk of cells and return the arrays to store.
 
+    Calls the engine's block-level entry point (:func:`calab.engine.solve_block` with
+    :meth:`Problem.catune`), which gives ``run_deconvolution_full``'s numbers bit for bit
+    without its float64 copies, and computes the reconvolution only when it is stored.
+
     Parameters
     ----------
     block : numpy.ndarray, shape (cells, n_timepoints)
@@ -148,17 +152,19 @@ def solve_block(block: np.ndarray, settings: dict, lam: np.ndarray, backend: str
         ``activity`` (float32), ``baseline`` (float64), ``iterations`` (int64),
         ``converged`` (bool), and ``reconvolution`` (float32) when it is saved.
     """
-    from calab.deconvolution import run_deconvolution_full
+    from calab.engine import Problem
+    from calab.engine import solve_block as solve_engine_block
 
     fs, tau_r, tau_d = settings["fs"], settings["tau_r"], settings["tau_d"]
     if settings["bandpass"]:
         from calab.filters import bandpass_filter
 
         block = bandpass_filter(block, tau_r, tau_d, fs, backend=backend)
-    result = run_deconvolution_full(
-        block, fs, tau_r, tau_d, lam, settings["max_iters"], settings["conv_mode"], settings["constraint"],
-        backend=backend, progress=False,
-    )
+    problem = Problem.catune(fs, tau_r, tau_d, max_iters=settings["max_iters"], conv_mode=settings["conv_mode"],
+                             constraint=settings["constraint"])
+    result = solve_engine_block(
+        problem, block, lam=lam, backend=backend, reconvolution=settings["save_reconvolution"]
+    ).to_numpy()
     out = {
         "activity": np.asarray(result.activity, dtype=np.float32),
         "baseline": np.asarray(result.baseline, dtype=np.float64),
