@@ -93,8 +93,9 @@ def plan_chunk_cells(
 
     The device side is :meth:`Backend.max_chunk_cells` (from
     :meth:`Backend.free_memory_bytes`).  On the host a chunk costs its input three times
-    (being read ahead, being solved, its float64 copy), its float32 and float64 results,
-    and — when the backend computes on the host — the solver's temporaries.
+    (read ahead, queued, being solved), its float32 copy, two chunks of float32 results
+    (this one and the one being written) and — when the backend computes on the host —
+    the solver's temporaries.
 
     Parameters
     ----------
@@ -110,7 +111,9 @@ def plan_chunk_cells(
     if memory_budget is None:
         cap = DEFAULT_GPU_HOST_BUDGET if backend.is_gpu else DEFAULT_HOST_BUDGET
         memory_budget = min(cap, _available_host_memory() // 8)
-    per_cell = n_timepoints * (3 * itemsize + 8 + 4 + 24 + (0 if backend.is_gpu else 64))
+    # input: read ahead, queued, being solved; its float32 copy; float32 results of this
+    # chunk and of the one being written; ~16 float32 solver temporaries on a host backend
+    per_cell = n_timepoints * (3 * itemsize + 4 + 8 + (0 if backend.is_gpu else 64))
     host_cells = int(memory_budget) // max(per_cell, 1)
     return int(max(1, min(n_cells, device_cells, host_cells)))
 
