@@ -761,6 +761,10 @@ def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
             )
     except DatasetLockedError as exc:
         raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        if Path(args.out).is_dir():
+            print(f"Stopped; finished chunks are kept in {args.out}: add --resume to continue.", file=sys.stderr)
+        raise
     seconds = time.perf_counter() - started
     solved_cells = min(run.n_cells, run.chunks_solved * run.chunk_cells)
     rate = f", {solved_cells / seconds:.0f} cells/s" if solved_cells and seconds > 0 else ""
