@@ -156,6 +156,21 @@ def test_per_cell_lambda_and_array_source(tmp_path, traces):
         deconvolve_dataset(traces, tmp_path / "out.zarr", **{**SOLVE, "lam": lam[::-1].copy()})
 
 
+def test_open_array_objects_are_sources(tmp_path, traces, expected):
+    """h5py datasets, zarr arrays and dask arrays already opened by the caller."""
+    da = pytest.importorskip("dask.array")
+    with h5py.File(tmp_path / "x.h5", "w") as handle:
+        handle["traces"] = traces
+        deconvolve_dataset(handle["traces"], tmp_path / "h5.zarr", chunk_cells=20, **SOLVE)
+    assert_equals_in_memory(tmp_path / "h5.zarr", expected)
+    deconvolve_dataset(da.from_array(traces, chunks=(7, 400)), tmp_path / "dask.zarr", chunk_cells=20, **SOLVE)
+    assert_equals_in_memory(tmp_path / "dask.zarr", expected)
+    with pytest.raises(ValueError, match="does not store its sampling rate"):
+        deconvolve_dataset(traces, tmp_path / "nofs.zarr", **{**SOLVE, "fs": None})
+    with pytest.raises(TypeError, match="complex"):
+        deconvolve_dataset(traces.astype(np.complex64), tmp_path / "c.zarr", **SOLVE)
+
+
 def test_chunk_size_follows_free_memory_and_budget():
     from calab.backends import get_backend
     from calab.datasets import plan_chunk_cells
