@@ -403,6 +403,13 @@ def test_local_cluster_two_workers_equals_in_memory(tmp_path, traces, expected):
         lazy = calab.run_deconvolution(da.from_array(traces, chunks=(10, 400)), FS, TAU_R, TAU_D, LAM,
                                        max_iters=ITERS, backend="numpy")
         activity = client.compute(lazy).result()
+        bad = traces.copy()
+        bad[44, 7] = np.nan
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(ValueError, match="cell 44, frame 7"):  # raised on a worker, reported here
+            deconvolve_dataset(tmp_path / "bad.npy", tmp_path / "bad.zarr", chunk_cells=6, client=client,
+                               prescan=False, **SOLVE)
+        assert 44 // 6 not in json.loads((tmp_path / "bad.zarr" / "calab_manifest.json").read_text())["done"]
         from calab.cli import main  # the command line connects to the same scheduler
 
         assert main(["deconvolve", str(tmp_path / "in.npy"), "-p", str(write_export(tmp_path)), "--out",
