@@ -37,9 +37,10 @@ import numpy as np
 
 __all__ = ["build_parser", "main"]
 
+from calab._progress import PROGRESS_MIN_SAMPLES as _PROGRESS_MIN_SAMPLES
+from calab._progress import cell_bar, stderr_is_tty
+
 _BACKEND_CHOICES = ("auto", "numpy", "jax", "cupy")
-#: Below this many samples (cells x frames) a solve is quick: no progress display.
-_PROGRESS_MIN_SAMPLES = 2_000_000
 
 
 class CommandError(Exception):
@@ -48,10 +49,7 @@ class CommandError(Exception):
 
 # --------------------------------------------------------------------------- helpers
 def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return stderr_is_tty()
 
 
 def _backend_arg(args: argparse.Namespace) -> str | None:
@@ -116,11 +114,9 @@ def _read_traces(path_text: str) -> tuple[np.ndarray, float | None, Path]:
 
 
 class _ProgressBar:
-    """A cells-done bar on stderr for long solves, fed by the engine's ``progress`` callback.
+    """The library's progress policy (:mod:`calab._progress`) with the command's label.
 
     Does nothing unless stderr is a terminal and the job is big enough to take a while.
-    The NumPy engine's results do not depend on how cells are batched, so the finer
-    chunks a progress display asks for never change the numbers.
     """
 
     def __init__(self, label: str, cells: int, samples: int) -> None:
@@ -130,16 +126,7 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
-            import shutil
-
-            from tqdm import tqdm
-
-            # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes
-            # tqdm draw nothing at all.
-            size = shutil.get_terminal_size((80, 24))
-            self._bar = tqdm(total=self.cells, desc=self.label, unit="cell", file=sys.stderr, leave=False,
-                             ncols=size.columns if size.columns > 0 else 80,
-                             nrows=size.lines if size.lines > 0 else 24)
+            self._bar = cell_bar(self.cells, self.label)
         return self
 
     @property
@@ -280,15 +267,13 @@ def _cmd_deconvolve(args: argparse.Namespace) -> int:
             f"{sidecar_fs} Hz (its metadata); using {fs} Hz from {args.params}.",
             file=sys.stderr,
         )
-    backend = _backend_arg(args)
-    if params["filter_enabled"]:
-        from calab.filters import bandpass_filter
+    from calab.io import deconvolve_from_export
 
-        traces = bandpass_filter(traces, params["tau_rise"], params["tau_decay"], fs, backend=backend)
-    result = _solve(
-        traces, fs, params["tau_rise"], params["tau_decay"], params["lambda_"],
-        full=args.full, backend=backend,
-    )
+    backend = _backend_arg(args)
+    description = f"deconvolving {traces.shape[0]} cells x {traces.shape[1]} frames"
+    with _ProgressBar(description, traces.shape[0], traces.size) as bar:
+        # The library function, filtering included: the command re-implements nothing.
+        result = deconvolve_from_export(traces, args.params, return_full=args.full, backend=backend, progress=bar.callback)
     activity = result.activity if args.full else result
     files = [(output, _save_npy(activity))]
     if args.full:
@@ -470,12 +455,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     spikes = np.stack([np.asarray(cell.spikes, dtype=np.float64) for cell in simulation.ground_truth])
     print(f"  simulated in {simulate_s:.2f} s")
 
-    from calab.backends import backend_info
+    from calab.backends import backend_info, get_backend
 
     lam = _demo_lambda(traces)
     print(f"Deconvolving on backend '{backend_name}' ({backend_info(backend_name).reason})")
     print(f"  kernel tau_rise {tau_rise} s, tau_decay {tau_decay} s; lambda {lam:.3g} (1 x noise SD)")
-    compiled = backend_name in ("jax", "cupy")
+    compiled = get_backend(backend_name).compiles_per_shape
     if not compiled:
         # Numba kernels compile per dtype, not per shape: a tiny untimed call absorbs it.
         _solve(traces[:1, : min(256, traces.shape[1])], fs, tau_rise, tau_decay, lam, full=False, backend=backend)
@@ -524,13 +509,14 @@ _OPTIONAL = (
 _CORE = ("numpy", "scipy", "pydantic", "tqdm")
 
 
+#: pip distributions that provide an import name, where they differ from it
+_DISTRIBUTIONS = {"cupy": ("cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x")}
+
+
 def _distribution_version(name: str) -> str | None:
     from importlib import metadata
 
-    candidates = [name]
-    if name == "cupy":
-        candidates = ["cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x"]
-    for candidate in candidates:
+    for candidate in _DISTRIBUTIONS.get(name, (name,)):
         try:
             return metadata.version(candidate)
         except metadata.PackageNotFoundError:

@@ -14,9 +14,12 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from calab._arrays import to_backend_f32
+from calab._progress import PROGRESS_MIN_SAMPLES, PROGRESS_STEPS, progress_reporter
 from calab.backends import array_library, get_backend, is_dask_array, resolve_backend
-from calab.filters import rolling_baseline
-from calab.fista import CONSTRAINTS, CONV_MODES, make_plan, solve_batch
+from calab.backends.interop import caller_library, concatenate_in, is_device_library, to_library, vector_to_library
+from calab.engine import CONSTRAINTS, Problem, solve_block
+from calab.engine.fista import CONV_MODES
 from calab.kernel import format_number, validate_parameters
 
 __all__ = ["DeconvolutionResult", "run_deconvolution", "run_deconvolution_full"]
@@ -60,58 +63,10 @@ class IterationTypeError(TypeError):
 
 
 # --------------------------------------------------------------------------- helpers
-def _to_backend_f32(backend: Any, array: Any, what: str, row_offset: int | None = None) -> Any:
-    """Move a ``(B, n)`` block onto ``backend`` as float32 and reject NaN/inf.
-
-    ``row_offset`` (for multi-row batches) adds ``row r,`` to the error, as the reference
-    does for batches of two or more traces.
-    """
-    library = array_library(array)
-    if library == "numpy" or library is None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            host = np.asarray(array, dtype=np.float32)
-        device = backend.asarray(host)
-    else:
-        device = backend.asarray(array)
-    finite = backend.xp.isfinite(device)
-    if not bool(backend.to_numpy(finite.all())):
-        mask = ~backend.to_numpy(finite)
-        row, index = (int(v[0]) for v in np.nonzero(mask))
-        where = f"index {index}" if row_offset is None else f"row {row + row_offset}, index {index}"
-        raise ValueError(
-            f"{what} contains a non-finite value (NaN or infinity) at {where}; "
-            "replace or drop NaN/inf samples (for example with numpy.nan_to_num or by "
-            "interpolation) before calling this function"
-        )
-    return device
-
-
-def _from_backend(backend: Any, array: Any, library: str, dtype: Any = np.float64) -> Any:
-    """Return a backend array in the caller's library: NumPy → ``dtype``; CuPy/JAX → float32."""
-    if library == "numpy":
-        return backend.to_numpy(array).astype(dtype, copy=False)
-    if library == backend.name:
-        return array
-    host = backend.to_numpy(array)
-    if library == "cupy":
-        import cupy
-
-        return cupy.asarray(host)
-    import jax.numpy as jnp
-
-    return jnp.asarray(host)
-
-
-def _vector_to_library(values: np.ndarray, library: str) -> Any:
-    if library == "numpy":
-        return values
-    if library == "cupy":
-        import cupy
-
-        return cupy.asarray(values)
-    import jax.numpy as jnp
-
-    return jnp.asarray(values)
+# Kept under their old names for callers of the private helpers.
+_to_backend_f32 = to_backend_f32
+_from_backend = to_library
+_vector_to_library = vector_to_library
 
 
 def _check_max_iters(max_iters: Any) -> int:
@@ -154,29 +109,22 @@ def _chunk_cells(backend: Any, n_cells: int, n_timepoints: int) -> int:
     return max(1, min(n_cells, backend.max_chunk_cells(n_cells, n_timepoints)))
 
 
-#: Solves smaller than this many samples (cells x frames) finish in a few seconds on a
-#: CPU: no automatic progress bar for them.
-PROGRESS_MIN_SAMPLES = 20_000_000
-#: With a progress display, a batch is split into at least this many chunks.
-PROGRESS_STEPS = 20
+def _as_batch_source(traces: Any) -> Any:
+    """The caller's traces without copying what can be read block by block.
 
-
-def _progress_reporter(progress: Any, n_cells: int, n_timepoints: int) -> tuple[Any, Any]:
-    """``(advance, close)`` for the ``progress`` argument, or ``(None, None)`` when silent.
-
-    ``advance(k)`` reports ``k`` more finished cells.  None means automatic: a tqdm bar on
-    a terminal for long solves, nothing when stderr is piped.
+    Floating-point arrays pass through untouched — NumPy arrays and memory maps, 2-D
+    HDF5/Zarr datasets, CuPy and JAX arrays — and each block is converted to float32 only
+    when it is solved.  Anything else (lists, integer arrays, pandas objects) becomes a
+    float64 NumPy array, as before.
     """
-    if callable(progress):
-        return progress, None
-    if progress is None:
-        progress = n_cells * n_timepoints >= PROGRESS_MIN_SAMPLES and sys.stderr.isatty()
-    if not progress:
-        return None, None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_cells, unit="cell", desc="calab deconvolution", leave=False)
-    return bar.update, bar.close
+    dtype = getattr(traces, "dtype", None)
+    floating = dtype is not None and np.dtype(dtype).kind == "f"
+    if floating and (isinstance(traces, np.ndarray) or is_device_library(array_library(traces))):
+        return traces
+    lazy = hasattr(traces, "__array__") and hasattr(traces, "__getitem__") and getattr(traces, "ndim", 0) == 2
+    if floating and lazy and not type(traces).__module__.startswith("pandas"):
+        return traces  # h5py.Dataset, zarr.Array: rows are read per block
+    return np.asarray(traces, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- core
@@ -193,10 +141,8 @@ def _deconvolve(
     want_reconvolution: bool = True,
     progress: Any = None,
 ) -> tuple[DeconvolutionResult, int, str]:
-    library = array_library(traces)
-    if library not in ("cupy", "jax"):
-        traces = np.asarray(traces, dtype=np.float64)
-        library = "numpy"
+    library = caller_library(traces)
+    traces = _as_batch_source(traces)
     ndim = traces.ndim
     if ndim not in (1, 2):
         raise ValueError(
@@ -210,7 +156,7 @@ def _deconvolve(
     if constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be 'nonneg' or 'box01', got {constraint!r}")
     batch = traces.reshape(1, -1) if ndim == 1 else traces
-    n_cells, n_timepoints = batch.shape
+    n_cells, n_timepoints = (int(v) for v in batch.shape)
     if n_cells == 0:
         raise ValueError(
             f"traces has no cells (shape {tuple(traces.shape)}); pass at least one trace"
@@ -221,15 +167,17 @@ def _deconvolve(
     if n_timepoints == 0:
         empty = np.zeros((n_cells, 0))
         if library != "numpy":
-            empty = _from_backend(chosen, chosen.asarray(empty), library)
+            empty = to_library(chosen, chosen.asarray(empty), library)
         outputs = DeconvolutionResult(
             empty, np.zeros(n_cells), empty, np.zeros(n_cells, dtype=np.int64), np.ones(n_cells, dtype=bool)
         )
         return outputs, ndim, library
 
-    plan = make_plan(chosen, n_timepoints, fs, tau_r, tau_d, conv_mode, constraint, max_iters)
+    # CaTune's problem: the (τr, τd) kernel, the rolling baseline, tol 1e-4 after 5
+    # iterations and the cap rounded up to 100 (numerics.md §7) — data for the engine.
+    problem = Problem.catune(fs, tau_r, tau_d, max_iters=max_iters, conv_mode=conv_mode, constraint=constraint)
     chunk = _chunk_cells(chosen, n_cells, n_timepoints)
-    advance, close = _progress_reporter(progress, n_cells, n_timepoints)
+    advance, close = progress_reporter(progress, n_cells, n_cells * n_timepoints)
     if advance is not None and not chosen.is_gpu:
         # Finer chunks so the display moves; the CPU backend's results do not depend on
         # how cells are batched, and chunks of a few thread blocks keep its cores busy.
@@ -242,9 +190,10 @@ def _deconvolve(
     if len(starts) > 1:
         checker = get_backend("numpy") if library == "numpy" else chosen
         for start in starts:
-            _to_backend_f32(checker, batch[start : start + chunk], "input array", start)
+            to_backend_f32(checker, batch[start : start + chunk], "input array", start)
     # NumPy results are written into preallocated float64 arrays chunk by chunk, so peak
-    # memory is the outputs plus one chunk's working set (no concatenation copies).
+    # memory is the outputs plus one chunk's working set (no concatenation copies, and
+    # the input is only ever read one chunk at a time).
     on_host = library == "numpy"
     activity_out = np.empty((n_cells, n_timepoints)) if on_host else []
     recon_out = (np.empty((n_cells, n_timepoints)) if on_host else []) if want_reconvolution else None
@@ -252,33 +201,32 @@ def _deconvolve(
     iterations = np.empty(n_cells, dtype=np.int64)
     converged = np.empty(n_cells, dtype=bool)
     try:
-        with chosen.precision_scope():
-            for start in starts:
-                stop = min(start + chunk, n_cells)
-                block = _to_backend_f32(
-                    chosen, batch[start:stop], "input array", None if row_label is None else start
-                )
-                rolling = rolling_baseline(chosen, block, float(tau_d), float(fs))
-                out = solve_batch(chosen, plan, block, lam_cells[start:stop], rolling)
-                if on_host:
-                    activity_out[start:stop] = chosen.to_numpy(out.activity)
-                    if want_reconvolution:
-                        recon_out[start:stop] = chosen.to_numpy(out.reconvolution)
-                else:
-                    activity_out.append(_from_backend(chosen, out.activity, library))
-                    if want_reconvolution:
-                        recon_out.append(_from_backend(chosen, out.reconvolution, library))
-                baseline[start:stop] = out.baseline
-                iterations[start:stop] = out.iterations
-                converged[start:stop] = out.converged
-                if advance is not None:
-                    advance(stop - start)
+        for start in starts:
+            stop = min(start + chunk, n_cells)
+            out = solve_block(
+                problem, batch[start:stop], lam=lam_cells[start:stop], backend=chosen,
+                reconvolution=want_reconvolution, row_offset=None if row_label is None else start,
+            )  # fmt: skip
+            if on_host:
+                activity_out[start:stop] = chosen.to_numpy(out.activity)
+                if want_reconvolution:
+                    recon_out[start:stop] = chosen.to_numpy(out.reconvolution)
+            else:
+                activity_out.append(to_library(chosen, out.activity, library))
+                if want_reconvolution:
+                    recon_out.append(to_library(chosen, out.reconvolution, library))
+            baseline[start:stop] = out.baseline
+            iterations[start:stop] = out.iterations
+            converged[start:stop] = out.converged
+            del out
+            if advance is not None:
+                advance(stop - start)
     finally:
         if close is not None:
             close()
     activity, reconvolution = activity_out, recon_out
     if not on_host:
-        concat = _concatenate(library)
+        concat = concatenate_in(library)
         activity = activity[0] if len(activity) == 1 else concat(activity)
         if want_reconvolution:
             reconvolution = reconvolution[0] if len(reconvolution) == 1 else concat(reconvolution)
@@ -290,18 +238,6 @@ def _lazy(*args: Any, full: bool) -> Any:
     from calab.datasets._dask import lazy_deconvolution
 
     return lazy_deconvolution(*args, full=full, api=sys.modules[__name__])
-
-
-def _concatenate(library: str):
-    if library == "cupy":
-        import cupy
-
-        return cupy.concatenate
-    if library == "jax":
-        import jax.numpy as jnp
-
-        return jnp.concatenate
-    return np.concatenate
 
 
 def run_deconvolution(
@@ -423,8 +359,8 @@ def run_deconvolution_full(
         )
     return DeconvolutionResult(
         result.activity,
-        _vector_to_library(result.baseline, library),
+        vector_to_library(result.baseline, library),
         result.reconvolution,
-        _vector_to_library(result.iterations, library),
-        _vector_to_library(result.converged, library),
+        vector_to_library(result.iterations, library),
+        vector_to_library(result.converged, library),
     )

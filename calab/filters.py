@@ -124,13 +124,13 @@ def bandpass_filter(
         For invalid time constants or sampling rate, a trace with NaN/inf, or more than
         two dimensions.
     """
-    from calab.backends import array_library, resolve_backend
-    from calab.deconvolution import _from_backend, _to_backend_f32
+    from calab._arrays import to_backend_f32
+    from calab.backends import resolve_backend
+    from calab.backends.interop import caller_library, to_library
 
-    library = array_library(trace)
-    if library not in ("cupy", "jax"):
+    library = caller_library(trace)
+    if library == "numpy":
         trace = np.asarray(trace)
-        library = "numpy"
     if trace.ndim not in (1, 2):
         raise ValueError(
             "trace must be 1-D (n_timepoints,) or 2-D (n_cells, n_timepoints); "
@@ -144,6 +144,6 @@ def bandpass_filter(
     if gain is None:
         return trace.copy()
     chosen = resolve_backend(backend, trace)
-    batch = _to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
+    batch = to_backend_f32(chosen, trace.reshape(-1, n), "invalid input: trace")
     filtered = apply_gain(chosen, batch, gain)
-    return _from_backend(chosen, filtered, library).reshape(trace.shape)
+    return to_library(chosen, filtered, library).reshape(trace.shape)

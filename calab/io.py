@@ -25,7 +25,7 @@ import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -358,6 +358,7 @@ def deconvolve_from_export(
     return_full: bool = False,
     *,
     backend: str | None = None,
+    progress: bool | Callable[[int], object] | None = None,
 ) -> np.ndarray | DeconvolutionResult:
     """Run deconvolution using parameters from a CaTune export JSON.
 
@@ -378,6 +379,9 @@ def deconvolve_from_export(
     backend : str, optional, keyword-only
         Compute backend (``"numpy"``, ``"jax"``, ``"cupy"`` or ``"auto"``); None follows
         the usual resolution order (see :func:`calab.use_backend`).
+    progress : bool or callable, optional, keyword-only
+        As in :func:`calab.run_deconvolution` (the command line's ``calab deconvolve``
+        passes its bar here).
 
     Returns
     -------
@@ -401,7 +405,7 @@ def deconvolve_from_export(
         original_ndim = array.ndim
         filtered = as_traces_2d(array, allow_empty=True).copy()
         for row in range(filtered.shape[0]):
-            filtered[row] = bandpass_filter(filtered[row], tau_rise, tau_decay, fs)
+            filtered[row] = bandpass_filter(filtered[row], tau_rise, tau_decay, fs, backend=backend)
         # The published calab returns a (1, n) input as (n,) when filtering is on (and
         # keeps (1, n) when it is off); we keep the input's shape in both cases.
         traces = filtered[0] if original_ndim == 1 else filtered
@@ -409,5 +413,4 @@ def deconvolve_from_export(
     from calab.deconvolution import run_deconvolution, run_deconvolution_full
 
     solve = run_deconvolution_full if return_full else run_deconvolution
-    kwargs = {} if backend is None else {"backend": backend}
-    return solve(traces, fs, tau_rise, tau_decay, params["lambda_"], **kwargs)
+    return solve(traces, fs, tau_rise, tau_decay, params["lambda_"], backend=backend, progress=progress)

@@ -286,13 +286,13 @@ def test_large_batches_stream_through_in_memory_bounded_chunks(monkeypatch):
     from calab.backends.cpu import NumpyBackend
 
     seen = []
-    real_solve = deconvolution.solve_batch
+    real_solve = deconvolution.solve_block  # the block-level entry point
 
-    def spy(engine, plan, block, *args, **kwargs):
+    def spy(problem, block, *args, **kwargs):
         seen.append(block.shape[0])
-        return real_solve(engine, plan, block, *args, **kwargs)
+        return real_solve(problem, block, *args, **kwargs)
 
-    monkeypatch.setattr(deconvolution, "solve_batch", spy)
+    monkeypatch.setattr(deconvolution, "solve_block", spy)
     # Pretend only 64 MiB are free: 300 cells x 3000 frames must not be solved at once.
     monkeypatch.setattr(NumpyBackend, "free_memory_bytes", lambda self: 64 << 20)
     traces, _ = simulated_traces(300, 3000, seed=37)

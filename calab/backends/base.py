@@ -43,6 +43,8 @@ class Backend(ABC):
     banded_by_fft: bool = False
     #: Steps of the generic segment between two reads of the active mask.
     check_every: int = 1
+    #: The first call with a new shape compiles programs (timings should skip it).
+    compiles_per_shape: bool = False
 
     # ----------------------------------------------------------------- discovery
     @classmethod

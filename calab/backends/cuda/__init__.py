@@ -175,6 +175,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
     is_gpu = True
+    compiles_per_shape = True
 
     def __init__(self) -> None:
         import cupy

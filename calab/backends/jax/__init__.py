@@ -53,6 +53,7 @@ class JaxBackend(Backend):
     # XLA executes lax.scan one time step at a time (one kernel launch per step on a GPU),
     # so the banded operator runs as an FFT convolution with its exact impulse response.
     banded_by_fft = True
+    compiles_per_shape = True
 
     def __init__(self) -> None:
         import jax
