@@ -58,6 +58,14 @@ def generate(path: Path, cells: int, frames: int, seed: int = 0) -> float:
     return time.perf_counter() - began
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -118,21 +126,26 @@ def run_throughput(args: argparse.Namespace) -> dict:
         source = work / "input.zarr"
         generate(source, args.cells, args.frames)
         times: dict[str, list[float]] = {"in_memory": [], "streamed": []}
+        cpu: dict[str, list[float]] = {"in_memory": [], "streamed": []}
         chunk = None
         for repeat in range(args.repeats):
+            cpu_began = _cpu_seconds()
             began = time.perf_counter()
             traces = np.asarray(zarr.open_array(str(source), mode="r")[...])
             result = calab.run_deconvolution_full(traces, FS, TAU_RISE, TAU_DECAY, LAMBDA,
                                                   max_iters=args.max_iters, backend=args.backend, progress=False)
             np.save(work / "activity.npy", result.activity.astype(np.float32))
             times["in_memory"].append(time.perf_counter() - began)
+            cpu["in_memory"].append(_cpu_seconds() - cpu_began)
             del traces
 
             out = work / f"out{repeat}.zarr"
+            cpu_began = _cpu_seconds()
             began = time.perf_counter()
             run = deconvolve_dataset(source, out, fs=FS, tau_r=TAU_RISE, tau_d=TAU_DECAY, lam=LAMBDA,
                                      max_iters=args.max_iters, backend=args.backend, progress=False)
             times["streamed"].append(time.perf_counter() - began)
+            cpu["streamed"].append(_cpu_seconds() - cpu_began)
             chunk = run.chunk_cells
             streamed = zarr.open_group(str(out), mode="r")["activity"][...]
             if not np.array_equal(streamed, result.activity.astype(np.float32)):
@@ -147,6 +160,10 @@ def run_throughput(args: argparse.Namespace) -> dict:
             "in_memory_cells_per_s": round(args.cells / best["in_memory"], 1),
             "streamed_cells_per_s": round(args.cells / best["streamed"], 1),
             "streamed_over_in_memory": round(best["in_memory"] / best["streamed"], 3),
+            # CPU seconds (all threads) do not depend on what else the machine runs
+            "in_memory_cpu_s": [round(t, 2) for t in cpu["in_memory"]],
+            "streamed_cpu_s": [round(t, 2) for t in cpu["streamed"]],
+            "streamed_over_in_memory_cpu": round(min(cpu["in_memory"]) / min(cpu["streamed"]), 3),
             "identical": True,
         }
     finally:
