@@ -347,6 +347,7 @@ def test_output_locked_by_a_live_run_is_refused(tmp_path, traces):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert deconvolve_dataset(traces, out, **SOLVE).chunks_resumed == 2  # free again once it died
 
 
