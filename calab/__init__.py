@@ -85,6 +85,12 @@ _LAZY_EXPORTS: dict[str, str] = {
     "CaDeconProgress": "calab.cadecon",
     "CaDeconControl": "calab.cadecon",
     "CaDeconWarning": "calab.cadecon",
+
+    # whole datasets (streaming, resume, Dask)
+    "deconvolve_dataset": "calab.datasets",
+    "open_source": "calab.datasets",
+    "DatasetLockedError": "calab.datasets",
+    "DatasetMismatchError": "calab.datasets",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -728,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(deconvolve)
     _add_force(deconvolve)
     deconvolve.set_defaults(handler=_cmd_deconvolve)
+    _add_dataset_options(deconvolve)
 
     convert = commands.add_parser("convert", help="Convert to CaLab format")
     convert.add_argument("file", help="Input: CaImAn HDF5, Minian Zarr directory, suite2p plane folder or NWB file")
@@ -755,6 +756,76 @@ def build_parser() -> argparse.ArgumentParser:
     # cadecon always exists: --native runs without the bridge.
     _add_cadecon_parser(commands)
     return parser
+
+
+# --------------------------------------------------------------------------- whole datasets
+def _add_dataset_options(deconvolve: argparse.ArgumentParser) -> None:
+    """``calab deconvolve BIG --out OUT.zarr``: stream a recording of any size (calab.datasets)."""
+    group = deconvolve.add_argument_group(
+        "whole datasets (streamed in chunks of cells to a Zarr store; any input format)"
+    )
+    group.add_argument("--out", metavar="OUT.zarr",
+                       help="stream to this Zarr store instead of loading everything into memory")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted --out run (same parameters) where it stopped")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="solve chunks on a dask.distributed cluster (scheduler address, or 'local')")
+    group.add_argument("--format", dest="source_format", choices=("zarr", "hdf5", "npy", "suite2p", "nwb"),
+                       help="input format (default: detected)")
+    group.add_argument("--key", help="Zarr array name, HDF5 dataset path (default estimates/C) or NWB series")
+    group.add_argument("--chunk-cells", type=int, metavar="N", help="cells per chunk (default: from free memory)")
+    deconvolve.set_defaults(handler=_cmd_deconvolve_any)
+
+
+def _cmd_deconvolve_any(args: argparse.Namespace) -> int:
+    if args.out is None:
+        for flag, value in (("--resume", args.resume), ("--scheduler", args.scheduler),
+                            ("--chunk-cells", args.chunk_cells), ("--format", args.source_format)):
+            if value:
+                raise CommandError(f"{flag} needs --out OUT.zarr (streamed output)")
+        return _cmd_deconvolve(args)
+    return _cmd_deconvolve_dataset(args)
+
+
+def _dask_client(address: str | None) -> contextlib.AbstractContextManager:
+    if address is None:
+        return contextlib.nullcontext(None)
+    from calab.loaders._common import require_module
+
+    distributed = require_module("distributed", "use --scheduler", "pip install calab[dask]")
+    if address == "local":
+        return distributed.Client(distributed.LocalCluster())
+    return distributed.Client(address)
+
+
+def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
+    from calab.datasets import DatasetLockedError, deconvolve_dataset
+    from calab.io import load_export_params
+
+    params = load_export_params(args.params)
+    started = time.perf_counter()
+    try:
+        with _dask_client(args.scheduler) as client:
+            run = deconvolve_dataset(
+                args.file, args.out, fs=params["fs"], tau_r=params["tau_rise"], tau_d=params["tau_decay"],
+                lam=params["lambda_"], bandpass=bool(params["filter_enabled"]), key=args.key,
+                fmt=args.source_format, backend=_backend_arg(args), chunk_cells=args.chunk_cells,
+                resume=args.resume, overwrite=args.force, save_reconvolution=args.full,
+                progress=None if _stderr_is_tty() else False, client=client,
+            )
+    except DatasetLockedError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        if Path(args.out).is_dir():
+            print(f"Stopped; finished chunks are kept in {args.out}: add --resume to continue.", file=sys.stderr)
+        raise
+    seconds = time.perf_counter() - started
+    solved_cells = min(run.n_cells, run.chunks_solved * run.chunk_cells)
+    rate = f", {solved_cells / seconds:.0f} cells/s" if solved_cells and seconds > 0 else ""
+    resumed = f" ({run.chunks_resumed} of {run.chunks_total} chunks were already done)" if run.chunks_resumed else ""
+    print(f"Deconvolved {run.n_cells} cells x {run.n_timepoints} frames in {seconds:.1f} s{rate}{resumed}")
+    print(f"Saved to {run.output} (activity, baseline, iterations, converged)")
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point

@@ -9,11 +9,12 @@ backends; this module only handles input checking, cell chunking and output type
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab._progress import PROGRESS_MIN_SAMPLES, PROGRESS_STEPS, progress_reporter
+from calab._progress import PROGRESS_STEPS, progress_reporter
 from calab._validate import (
     IntegerRangeError,
     check_dynamic_range,
@@ -22,7 +23,7 @@ from calab._validate import (
     check_lambda,
     check_real_array,
 )
-from calab.backends import array_library, resolve_backend
+from calab.backends import array_library, is_dask_array, resolve_backend
 from calab.backends.interop import (
     caller_library,
     concatenate_in,
@@ -32,6 +33,7 @@ from calab.backends.interop import (
     to_library,
     vector_to_library,
 )
+
 from calab.engine import CONSTRAINTS, Problem, solve_block
 from calab.engine.fista import CONV_MODES
 from calab.kernel import build_kernel, dc_gain
@@ -102,6 +104,33 @@ def _as_batch_source(traces: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- core
+def check_solve_settings(
+    fs: Any, tau_r: Any, tau_d: Any, lam: Any, max_iters: Any, conv_mode: Any, constraint: Any,
+    n_cells: int, *, shape: tuple[int, ...],
+) -> tuple[float, float, float, np.ndarray, int]:
+    """Validate the scalar settings of a deconvolution run (shared with :mod:`calab.datasets`).
+
+    Returns
+    -------
+    fs, tau_r, tau_d : float
+    lam_cells : numpy.ndarray
+        ``(n_cells,)`` float64, one λ per cell.
+    max_iters : int
+    """
+    max_iters = check_iterations(max_iters, "max_iters")
+    per_cell_lam = isinstance(lam, (list, tuple)) or np.ndim(lam) > 0
+    fs, tau_r, tau_d, _ = check_kernel_parameters(fs, tau_r, tau_d, 0.0 if per_cell_lam else lam)
+    if not isinstance(conv_mode, str) or conv_mode not in CONV_MODES:
+        raise ValueError(f"conv_mode must be 'fft' or 'banded', got {conv_mode!r}")
+    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
+        raise ValueError(f"constraint must be 'nonneg' or 'box01', got {constraint!r}")
+    if n_cells == 0:
+        raise ValueError(f"traces has no cells (shape {shape}); pass at least one trace")
+    lam_value = check_lambda(lam, n_cells)
+    lam_cells = lam_value if per_cell_lam else np.full(n_cells, lam_value)
+    return fs, tau_r, tau_d, lam_cells, max_iters
+
+
 def _deconvolve(
     traces: Any,
     fs: float,
@@ -122,21 +151,11 @@ def _deconvolve(
     library = caller_library(traces)
     traces = _as_batch_source(traces)
     ndim = traces.ndim
-    max_iters = check_iterations(max_iters, "max_iters")
-    per_cell_lam = isinstance(lam, (list, tuple)) or np.ndim(lam) > 0
-    fs, tau_r, tau_d, _ = check_kernel_parameters(fs, tau_r, tau_d, 0.0 if per_cell_lam else lam)
-    if not isinstance(conv_mode, str) or conv_mode not in CONV_MODES:
-        raise ValueError(f"conv_mode must be 'fft' or 'banded', got {conv_mode!r}")
-    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
-        raise ValueError(f"constraint must be 'nonneg' or 'box01', got {constraint!r}")
     batch = traces.reshape(1, -1) if ndim == 1 else traces
     n_cells, n_timepoints = (int(v) for v in batch.shape)
-    if n_cells == 0:
-        raise ValueError(
-            f"traces has no cells (shape {tuple(traces.shape)}); pass at least one trace"
-        )
-    lam_value = check_lambda(lam, n_cells)
-    lam_cells = lam_value if per_cell_lam else np.full(n_cells, lam_value)
+    fs, tau_r, tau_d, lam_cells, max_iters = check_solve_settings(
+        fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, n_cells, shape=tuple(traces.shape)
+    )
     kernel = build_kernel(tau_r, tau_d, fs)
     gain = dc_gain(kernel)
     if not gain > 0:
@@ -218,6 +237,13 @@ def _deconvolve(
     return DeconvolutionResult(activity, baseline, reconvolution, iterations, converged), ndim, library
 
 
+def _lazy(*args: Any, full: bool) -> Any:
+    """Dask input: delegate to calab.datasets (imported only now, as is Dask)."""
+    from calab.datasets._dask import lazy_deconvolution
+
+    return lazy_deconvolution(*args, full=full, api=sys.modules[__name__])
+
+
 def run_deconvolution(
     traces: np.ndarray,
     fs: float,
@@ -282,7 +308,14 @@ def run_deconvolution(
         ``max_iters`` not an integer, or outside ``[0, 2**32 - 1]``.
     calab.BackendUnavailableError
         The requested backend is not installed (the message names the extra).
+
+    Notes
+    -----
+    A ``dask.array`` input (chunked along cells) returns a lazy dask array: one task per
+    chunk of cells (see :mod:`calab.datasets`).
     """
+    if is_dask_array(traces):
+        return _lazy(traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, full=False)
     result, ndim, _ = _deconvolve(
         traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend,
         want_reconvolution=False, progress=progress,
@@ -313,8 +346,10 @@ def run_deconvolution_full(
         Namedtuple with fields ``activity``, ``baseline``, ``reconvolution``,
         ``iterations``, ``converged``.  For 1-D input the last three scalars are Python
         ``float``/``int``/``bool``; for 2-D input they are ``(n_cells,)`` arrays of
-        float64/int64/bool.
+        float64/int64/bool.  A ``dask.array`` input gives a result of lazy dask arrays.
     """
+    if is_dask_array(traces):
+        return _lazy(traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, full=True)
     result, ndim, library = _deconvolve(
         traces, fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, backend, progress=progress
     )

@@ -36,6 +36,7 @@ __all__ = [
     "available_backends",
     "backend_info",
     "get_backend",
+    "is_dask_array",
     "resolve_backend",
     "use_backend",
 ]
@@ -189,6 +190,12 @@ def array_library(array: Any) -> str | None:
     if module in ("jax", "jaxlib"):
         return "jax"
     return None
+
+
+def is_dask_array(array: Any) -> bool:
+    """Whether ``array`` is a ``dask.array.Array`` (read from its type's module; Dask is
+    never imported)."""
+    return type(array).__module__.split(".", 1)[0] == "dask" and hasattr(array, "chunks")
 
 
 def resolve_backend(backend: str | None = None, *arrays: Any) -> Backend:

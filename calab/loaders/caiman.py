@@ -49,7 +49,12 @@ def list_datasets(group: Any, limit: int = _MAX_LISTED) -> list[str]:
 
 
 def read_hdf5_traces(handle: Any, key: str, path: Path, what: str) -> np.ndarray:
-    """Read dataset ``key`` as a real array, with documented errors.
+    """Read dataset ``key`` as a real array, with documented errors (see :func:`hdf5_dataset`)."""
+    return hdf5_dataset(handle, key, path, what)[()]
+
+
+def hdf5_dataset(handle: Any, key: str, path: Path, what: str) -> Any:
+    """The h5py dataset ``key``, checked but not read (for sliced, streaming access).
 
     Raises
     ------
@@ -83,7 +88,7 @@ def read_hdf5_traces(handle: Any, key: str, path: Path, what: str) -> np.ndarray
                 "computed). Fit the model (cnm.fit / refit) before cnm.save(), or choose another key."
             )
     check_real_dtype(node.dtype, f"Dataset '{key}' in {path}")
-    return node[()]
+    return node
 
 
 def read_hdf5_rate(handle: Any, key: str) -> float | None:
