@@ -171,6 +171,36 @@ def test_free_form_kernel_solution_is_optimal(backend, constraint):
     np.testing.assert_allclose(result.reconvolution, result.activity.astype(np.float64) @ A.T, atol=1e-4)
 
 
+def test_long_kernel_takes_the_residual_form_without_an_m_by_m_matrix(backend, monkeypatch):
+    """A kernel longer than ``gram_max_edge`` taps never builds its Gram boundary matrix.
+
+    (Before, a 1 kHz recording with τd = 1.9 s asked for a 27,000² float64 matrix, 5.5 GB.)
+    """
+    from calab.backends import get_backend
+    from calab.engine import fista
+
+    chosen = get_backend(backend)
+    limit = chosen.gram_max_edge
+    assert limit is not None
+    n = 2 * (limit + 200)
+    taps = np.exp(-np.arange(limit + 200) / 300.0).astype(np.float32)
+    taps[0] = 0.0
+
+    def refuse(kernel):
+        raise AssertionError(f"gram_boundary built for {kernel.size} taps")
+
+    monkeypatch.setattr(fista, "gram_boundary", refuse)
+    A = dense_convolution(taps, n)
+    y = spike_data(A, 2, seed=21, rate=0.01)
+    lam = 0.05
+    operator = KernelTaps(taps)
+    problem = Problem(operator, StoppingRule(20000, tolerance=1e-7), "nonneg")
+    result = solve_block(problem, y, lam=lam, backend=backend).to_numpy()
+    weight = lam * float(taps.astype(np.float64).sum())
+    for row in range(2):
+        assert_kkt(A, y[row], result.activity[row].astype(np.float64), weight, operator.resolved_lipschitz(), np.inf, 2e-3)
+
+
 @pytest.mark.parametrize("kind", ["taps", "ar2"])
 def test_upsampled_solution_is_optimal(backend, kind):
     upsample, n_data = 4, 120

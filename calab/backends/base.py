@@ -46,8 +46,11 @@ class Backend(ABC):
     #: The first call with a new shape compiles programs (timings should skip it).
     compiles_per_shape: bool = False
     #: Longest Gram boundary correction (kernel taps − 1) worth doing; beyond it the
-    #: gradient takes the residual form (two FFT pairs).  None: always the Gram form.
-    gram_max_edge: int | None = None
+    #: gradient takes the residual form (two FFT pairs).  The correction is an m x m
+    #: matrix (O(m²) memory, O(m²) work per row and iteration): at m ~ 1000 it costs
+    #: about a second FFT pair of a 10,000-frame trace, and a 1 kHz recording with
+    #: τd = 1.9 s (m ~ 27,000) would need a 5.5 GB matrix.  None: always the Gram form.
+    gram_max_edge: int | None = 1024
 
     # ----------------------------------------------------------------- discovery
     @classmethod
