@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -64,6 +64,8 @@ __all__ = [
     "check_per_cell",
     "check_positive_scalar",
     "check_real_array",
+    "check_reference_range",
+    "check_rows",
     "check_real_dtype",
     "check_real_scalar",
     "dynamic_range_limit",
@@ -304,6 +306,59 @@ def check_real_array(
     return array
 
 
+def check_rows(
+    values: Any,
+    what: str = "traces",
+    *,
+    dtype: Any = np.float64,
+    allow_empty_rows: bool = False,
+    sum_length: Callable[[int], int] | None = None,
+) -> tuple[list[np.ndarray], bool]:
+    """A batch given as rows: a 2-D array, a 1-D array (one row) or a list of 1-D arrays.
+
+    Every row goes through :func:`check_real_array` (real dtype, 1-D, finite) and
+    :func:`check_dynamic_range` (float32 solvers), so the batched functions of
+    :mod:`calab.indeca` reject what :func:`calab.run_deconvolution` rejects, with the same
+    messages.
+
+    Parameters
+    ----------
+    values : array_like (n_rows, T) or (T,), or sequence of 1-D array_like
+    what : str
+        Name in messages; rows of a batch are named ``what[i]``.
+    dtype : dtype-like
+        Host dtype of the returned rows.
+    allow_empty_rows : bool
+        Allow rows with no samples.
+    sum_length : callable, optional
+        ``sum_length(T)`` is the length of the float32 sums the solver forms over a row
+        of ``T`` samples (default ``T``), for the dynamic-range check.
+
+    Returns
+    -------
+    rows : list of numpy.ndarray
+        1-D host arrays of ``dtype`` (device input is copied to the host).
+    ragged : bool
+        Whether ``values`` was a list/tuple (results then come back as lists).
+    """
+    ragged = isinstance(values, (list, tuple))
+    if ragged:
+        rows = [check_real_array(_to_host(v) if _is_device(v) else v, f"{what}[{i}]", ndim=1) for i, v in enumerate(values)]
+    else:
+        block = check_real_array(_to_host(values) if _is_device(values) else values, what, ndim=(1, 2))
+        if block.ndim == 1:
+            block = block[None, :]
+        rows = list(block)
+    out = []
+    for i, row in enumerate(rows):
+        name = f"{what}[{i}]" if len(rows) > 1 or ragged else what
+        row = check_real_array(row, name, ndim=1, allow_empty=allow_empty_rows, finite=True)
+        terms = sum_length(row.size) if sum_length is not None else row.size
+        check_dynamic_range(row, name, n_terms=max(int(terms), 1))  # before a float32 cast
+        out.append(row.astype(dtype, copy=False))
+    return out, ragged
+
+
 def _check_rank(shape: tuple[int, ...], what: str, ndim: int | tuple[int, ...] | None) -> None:
     if ndim is None:
         return
@@ -462,6 +517,26 @@ def check_integer(
         raise IntegerRangeError(f"{name} must be >= {minimum}, got {number}")
     if maximum is not None and number > maximum:
         raise IntegerRangeError(f"{name} must be <= {maximum}, got {number}")
+    return number
+
+
+def check_reference_range(value: Any, name: str, requirement: str, *, integer: bool = False, accept: Callable[[float], bool]) -> Any:
+    """A number whose range error keeps calab 0.3.0's wording.
+
+    The type rules are this module's (:func:`check_integer` / :func:`check_real_scalar`:
+    ``TypeError`` for bool, str, None, complex, arrays); a value outside the range raises
+    ``ValueError("invalid parameter: {name} must be {requirement}, got {value}")``, the
+    message of the published binding.
+
+    Parameters
+    ----------
+    accept : callable
+        ``accept(number) -> bool``, True when the value is in range.
+    """
+    number = check_integer(value, name, minimum=None) if integer else check_real_scalar(value, name, finite=False)
+    if not accept(number):
+        shown = str(number) if integer else format_number(number)
+        raise ValueError(f"invalid parameter: {name} must be {requirement}, got {shown}")
     return number
 
 

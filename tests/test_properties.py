@@ -539,10 +539,81 @@ def fit_biexponential_args(draw, device: str | None) -> tuple[tuple, dict]:
 
 
 def check_biexp(result: Any, args: tuple, kwargs: dict) -> None:
+    if np.size(args[0]) == 0:  # documented: 0.3.0's sentinel for an empty kernel
+        assert result.fit_mode == "Empty" and result.residual == np.inf
+        return
     for name in ("tau_rise", "tau_decay", "beta", "residual", "tau_rise_fast", "tau_decay_fast", "beta_fast"):
         value = getattr(result, name)
         assert type(value) is float and np.isfinite(value), name
     assert result.tau_rise >= 0 and result.tau_decay >= 0
+
+
+@st.composite
+def solve_traces_args(draw, device: str | None) -> tuple[tuple, dict]:
+    """Batched form: a 2-D batch, a 1-D trace, or a ragged list (one row may be broken)."""
+    (trace, *scalars), kwargs = draw(solve_trace_args(device))
+    form = draw(st.sampled_from(["dense", "list", "single"]))
+    if form == "dense" and np.ndim(_host(trace)) == 1 and np.size(_host(trace)):
+        host = np.asarray(_host(trace))
+        trace = np.stack([host, host[::-1]])
+    elif form == "list":
+        other = np.linspace(0.0, 1.0, 24)
+        trace = [other, trace]
+    return (trace, *scalars), kwargs
+
+
+def check_solve_traces(result: Any, args: tuple, kwargs: dict) -> None:
+    rows = result.s_counts if isinstance(result.s_counts, list) else list(np.atleast_2d(result.s_counts))
+    for row in rows:
+        assert np.isfinite(row).all() and (row >= 0).all() and row.dtype == np.float32
+    for name in ("alpha", "baseline", "threshold", "pve"):
+        assert np.isfinite(getattr(result, name)).all(), name
+
+
+@st.composite
+def estimate_kernels_args(draw, device: str | None) -> tuple[tuple, dict]:
+    """Two subsets: the ``estimate_kernel`` arguments split as lists of traces."""
+    (traces, spikes, lengths, alphas, baselines, kernel_length), kwargs = draw(estimate_kernel_args(device))
+    if int(np.sum(lengths)) != np.size(traces):
+        return ([(list(np.atleast_2d(traces)), list(np.atleast_2d(spikes)), alphas, baselines)], kernel_length), kwargs
+    edges = np.concatenate([[0], np.cumsum(lengths)])
+    rows = [traces[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    trains = [spikes[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    subset = (rows, trains, alphas, baselines)
+    return ([subset, subset], kernel_length), kwargs
+
+
+def check_estimate_kernels(result: Any, args: tuple, kwargs: dict) -> None:
+    assert isinstance(result, np.ndarray) and result.dtype == np.float32
+    assert result.shape == (len(args[0]), int(np.asarray(args[1]))) and np.isfinite(result).all()
+    assert (result >= 0).all()
+
+
+@st.composite
+def fit_biexponentials_args(draw, device: str | None) -> tuple[tuple, dict]:
+    (kernel, fs), kwargs = draw(fit_biexponential_args(device))
+    if np.ndim(kernel) == 1 and np.size(kernel):
+        kernel = [kernel, np.asarray(kernel)[: max(1, np.size(kernel) // 2)]]
+    return (kernel, fs), kwargs
+
+
+def check_biexps(result: Any, args: tuple, kwargs: dict) -> None:
+    kernels = args[0] if isinstance(args[0], list) else list(np.atleast_2d(args[0]))
+    for i, kernel in enumerate(kernels):
+        check_biexp(result.fit(i), (kernel,), kwargs)
+
+
+@st.composite
+def seed_traces_args(draw, device: str | None) -> tuple[tuple, dict]:
+    broken = draw(faults(ARRAY_FAULTS + ("fs",)))
+    traces = draw(arrays(broken, shapes=([(3, 300), (2, 90), (120,)], [(), (2, 2, 5)])))
+    return (traces, FS.draw(draw, "fs" not in broken)), {}
+
+
+def check_seed_traces(result: Any, args: tuple, kwargs: dict) -> None:
+    counts = np.atleast_2d(np.asarray(result.s_counts))
+    assert counts.dtype == np.float32 and set(np.unique(counts)) <= {0.0, 1.0}
+    assert np.isfinite(result.baseline).all() and (result.alpha == 1.0).all()
 
 
 @st.composite
@@ -615,10 +686,13 @@ ENTRY_POINTS = [
     EntryPoint("load_export_params", export_params_args, VALUE_TYPE + (KeyError,), check_export_params),
     EntryPoint("deconvolve_from_export", from_export_args, VALUE_TYPE + (KeyError,), check_run_deconvolution, True),
     EntryPoint("load_caiman", caiman_args, VALUE_TYPE + (KeyError,), check_loaded, passes_through=lambda args: True),
-    # Other branches (skipped until merged):
     EntryPoint("solve_trace", solve_trace_args, VALUE_TYPE + (OverflowError,), check_solve_trace, True),
     EntryPoint("estimate_kernel", estimate_kernel_args, VALUE_TYPE + (OverflowError,), check_estimate_kernel),
     EntryPoint("fit_biexponential", fit_biexponential_args, VALUE_TYPE + (OverflowError,), check_biexp),
+    EntryPoint("solve_traces", solve_traces_args, VALUE_TYPE + (OverflowError,), check_solve_traces, True),
+    EntryPoint("estimate_kernels", estimate_kernels_args, VALUE_TYPE + (OverflowError,), check_estimate_kernels),
+    EntryPoint("fit_biexponentials", fit_biexponentials_args, VALUE_TYPE + (OverflowError,), check_biexps),
+    EntryPoint("seed_traces", seed_traces_args, VALUE_TYPE, check_seed_traces),
     EntryPoint("run_cadecon", run_cadecon_args, VALUE_TYPE, check_cadecon, True),
     EntryPoint("calab.datasets:deconvolve_dataset", deconvolve_dataset_args, VALUE_TYPE + (FileExistsError,), check_dataset, True),
 ]
@@ -685,6 +759,12 @@ def _same(before: Any, after: Any) -> bool:
 def _finite_input(args: tuple) -> bool:
     """Whether every array argument holds only finite real numbers (for the NaN-out rule)."""
     for value in args:
+        if isinstance(value, tuple) or (
+            isinstance(value, list) and any(isinstance(v, (list, tuple, np.ndarray)) for v in value)
+        ):
+            if not _finite_input(tuple(value)):  # a ragged batch (list of rows) or a subset tuple
+                return False
+            continue
         if isinstance(value, (np.ndarray, list)) or _library(value) not in (None, "numpy"):
             try:
                 host = np.asarray(_host(value) if _library(value) else value, dtype=np.float64)
@@ -742,7 +822,13 @@ def test_every_public_function_is_covered_or_listed() -> None:
         # result/config/control types of other branches (InDeCa, CaDecon, bridge)
         "SolveTraceResult", "SolveTracesResult", "BiexpFitResult", "BiexpFitResults", "KernelSubset",
         "CaDeconResult", "DeconConfig", "CaDeconProgress", "CaDeconControl", "CaDeconWarning",
-        "HeadlessBrowser", "BridgeVersionError", "BridgeVersionWarning",
+        "HeadlessBrowser", "BridgeVersionError", "BridgeVersionWarning", "SeedResult",
+        "DatasetLockedError", "DatasetMismatchError",
+        # open a browser page and wait for the user: input checks in tests/test_bridge*.py
+        # and tests/test_decon_bridge.py
+        "tune", "decon",
+        # opens a file or store lazily: errors tested in tests/test_datasets.py
+        "open_source",
         # backend selection: no data; tested in tests/test_backends.py
         "use_backend", "available_backends",
         # file-based: errors tested on crafted files in tests/test_io.py and tests/test_loaders.py

@@ -444,3 +444,42 @@ def test_lazy_sources_are_checked_without_reading_them(tmp_path):
             _validate.check_dynamic_range(handle["huge"], n_terms=50)
         out = calab.run_deconvolution(handle["ok"], FS, TAU_R, TAU_D, 0.1, max_iters=50, backend="numpy")
         assert out.shape == (3, 50) and np.isfinite(out).all()
+
+
+# ----- InDeCa and CaDecon entry points share the layer (merged after #15)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda data: calab.solve_trace(data, 0.1, 0.6, 30.0),
+        lambda data: calab.solve_traces(np.stack([data, data]), 0.1, 0.6, 30.0),
+        lambda data: calab.solve_traces([data, data[:20]], 0.1, 0.6, 30.0),
+        lambda data: calab.seed_traces(data, 30.0),
+        lambda data: calab.fit_biexponential(data, 30.0),
+        lambda data: calab.run_cadecon(np.stack([data] * 3), 30.0, max_iterations=1),
+    ],
+    ids=["solve_trace", "solve_traces", "solve_traces-ragged", "seed_traces", "fit_biexponential", "run_cadecon"],
+)
+def test_indeca_and_cadecon_refuse_complex_and_out_of_range_data(call):
+    data = np.abs(np.sin(np.arange(60) / 3.0))
+    with pytest.raises(TypeError, match="complex"):
+        call(data + 0.5j)  # 0.3.0 dropped the imaginary part
+    with pytest.raises(TypeError, match="bool"):
+        call(data > 0.5)
+    with pytest.raises(ValueError, match="float32"):
+        call(data * 1e39)  # would become inf in the float32 solver
+
+
+def test_indeca_flags_and_counts_have_strict_types():
+    trace = np.abs(np.sin(np.arange(60) / 3.0))
+    with pytest.raises(TypeError, match="hp_enabled must be True or False"):
+        calab.solve_trace(trace, 0.1, 0.6, 30.0, hp_enabled="yes")
+    with pytest.raises(TypeError, match="max_iters must be an integer"):
+        calab.solve_trace(trace, 0.1, 0.6, 30.0, max_iters=2.5)
+    with pytest.raises(TypeError, match="tol"):
+        calab.solve_trace(trace, 0.1, 0.6, 30.0, tol="1e-4")
+    with pytest.raises(TypeError, match="kernel_length must be a number"):
+        calab.estimate_kernel(trace, (trace > 0.9).astype(float), np.array([60]), np.ones(1), np.zeros(1), "8")
+    with pytest.raises(TypeError, match="refine must be True or False"):
+        calab.fit_biexponential(trace, 30.0, refine=None)
+    with pytest.raises(TypeError, match="skip must be an integer"):
+        calab.fit_biexponential(trace, 30.0, skip=2.5)

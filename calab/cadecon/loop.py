@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from calab._validate import check_dynamic_range, check_reference_range, check_real_array
 from calab.cadecon import _blocks
 from calab.cadecon.config import DeconConfig, ResolvedConfig
 from calab.cadecon.initialization import autocovariance_taus, noise_sigma
@@ -68,16 +69,11 @@ def _host(array: Any) -> np.ndarray:
     library = array_library(array)
     if library not in (None, "numpy"):
         array = get_backend(library).to_numpy(array)
-    return np.asarray(array, dtype=np.float64)
+    return check_real_array(array, "traces", ndim=None, dtype=np.float64)
 
 
 def _check_rows(rows: Sequence[np.ndarray] | np.ndarray, fs: Any) -> float:
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError):
-        raise TypeError(f"fs must be a number (Hz), got {fs!r}") from None
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {fs}")
+    fs = check_reference_range(fs, "fs", "a finite sampling rate > 0 Hz", accept=lambda v: math.isfinite(v) and v > 0)
     if len(rows) == 0:
         raise ValueError("traces has no cells; pass at least one trace")
     for index, row in enumerate(rows):
@@ -89,6 +85,7 @@ def _check_rows(rows: Sequence[np.ndarray] | np.ndarray, fs: Any) -> float:
                 f"traces contains a non-finite value (NaN or infinity) at cell {index}, frame {bad[0]}; "
                 "replace or drop NaN/inf samples (for example by interpolation) before calling run_cadecon"
             )
+        check_dynamic_range(row, f"traces[{index}]")
     return fs
 
 

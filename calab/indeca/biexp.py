@@ -10,12 +10,12 @@ depth at which the installed calab 0.3.0 results are reproduced, §4.4).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from calab._validate import check_bool, check_real_array, check_reference_range, check_rows
 from calab.indeca.results import BiexpFitResult, BiexpFitResults
-from calab.kernel import format_number
 
 __all__ = ["fit_biexponential", "fit_biexponentials", "GOLDEN_STEPS"]
 
@@ -206,19 +206,8 @@ def _refine_candidates(h, times, dt, taus, residual):
 
 
 def _check_fit_settings(fs: Any, skip: Any) -> tuple[float, int]:
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: fs must be a real number, got {fs!r}") from None
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {format_number(fs)}")
-    try:
-        skip_value = int(skip)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: skip must be an integer >= 0, got {skip!r}") from None
-    if skip_value != skip or skip_value < 0:
-        raise ValueError(f"invalid parameter: skip must be a whole number >= 0, got {skip!r}")
-    return fs, skip_value
+    fs = check_reference_range(fs, "fs", "a finite sampling rate > 0 Hz", accept=lambda v: math.isfinite(v) and v > 0)
+    return fs, check_reference_range(skip, "skip", "a whole number >= 0", integer=True, accept=lambda v: v >= 0)
 
 
 def _warm_taus(warm: Any, count: int) -> list[tuple[float, float, float, float] | None]:
@@ -273,19 +262,8 @@ def fit_biexponentials(
         ``(n_kernels,)`` arrays (float64; ``fit_mode`` object array of str).
     """
     fs, skip = _check_fit_settings(fs, skip)
-    if isinstance(kernels, (list, tuple)):
-        rows = [np.asarray(k, dtype=np.float32).ravel() for k in kernels]
-    else:
-        array = np.asarray(kernels, dtype=np.float32)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2:
-            raise ValueError(f"kernels must be 2-D (n_kernels, K) or a list of 1-D kernels, got shape {array.shape}")
-        rows = list(array)
-    for i, row in enumerate(rows):
-        bad = np.flatnonzero(~np.isfinite(row))
-        if bad.size:
-            raise ValueError(f"invalid input: kernel {i} contains a non-finite value (NaN or infinity) at index {bad[0]}")
+    refine = check_bool(refine, "refine")
+    rows = check_rows(kernels, "kernels", dtype=np.float32, allow_empty_rows=True)[0]
     count = len(rows)
     warm_taus = _warm_taus(warm, count)
     dt = 1.0 / fs
@@ -372,7 +350,6 @@ def fit_biexponential(
     -------
     BiexpFitResult
     """
-    kernel = np.asarray(h_free, dtype=np.float32)
-    if kernel.ndim != 1:
-        raise ValueError(f"h_free must be 1-D (K,), got shape {kernel.shape}; use calab.fit_biexponentials for many kernels")
+    # An empty kernel gets 0.3.0's "Empty" sentinel (residual inf), as documented.
+    kernel = check_real_array(h_free, "h_free", ndim=1)
     return fit_biexponentials([kernel], fs, refine=refine, skip=skip, warm=None if warm is None else [warm]).fit(0)

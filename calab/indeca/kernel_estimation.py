@@ -15,7 +15,14 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from calab.kernel import MAX_KERNEL_SAMPLES, format_number
+from calab._validate import (
+    check_dynamic_range,
+    check_iterations,
+    check_real_array,
+    check_reference_range,
+    check_rows,
+)
+from calab.kernel import MAX_KERNEL_SAMPLES
 
 __all__ = ["KernelSubset", "estimate_kernel", "estimate_kernels", "prox_tv"]
 
@@ -44,44 +51,19 @@ class KernelSubset(NamedTuple):
 
 
 def _check_settings(kernel_length: Any, max_iters: Any, tol: Any, smooth_lambda: Any) -> tuple[int, int, float, float]:
-    try:
-        k = int(kernel_length)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: kernel_length must be an integer, got {kernel_length!r}") from None
-    if k != kernel_length or not (1 <= k <= MAX_KERNEL_SAMPLES):
-        raise ValueError(
-            f"invalid parameter: kernel_length must be in 1..={MAX_KERNEL_SAMPLES}, got {format_number(float(kernel_length))}"
-        )
-    try:
-        iters = int(max_iters)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: max_iters must be an integer >= 0, got {max_iters!r}") from None
-    if iters != max_iters or iters < 0:
-        raise ValueError(f"invalid parameter: max_iters must be a whole number >= 0, got {max_iters!r}")
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"invalid parameter: tol must be finite and >= 0, got {format_number(tol)}")
-    lam = float(smooth_lambda)
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"invalid parameter: smooth_lambda must be finite and >= 0, got {format_number(lam)}")
+    k = check_reference_range(
+        kernel_length, "kernel_length", f"in 1..={MAX_KERNEL_SAMPLES}", integer=True,
+        accept=lambda v: 1 <= v <= MAX_KERNEL_SAMPLES,
+    )
+    iters = check_iterations(max_iters, "max_iters")
+    finite_nonnegative = lambda v: math.isfinite(v) and v >= 0  # noqa: E731
+    tol = check_reference_range(tol, "tol", "finite and >= 0", accept=finite_nonnegative)
+    lam = check_reference_range(smooth_lambda, "smooth_lambda", "finite and >= 0", accept=finite_nonnegative)
     return k, iters, tol, lam
 
 
 def _rows(values: Any, what: str) -> list[np.ndarray]:
-    if isinstance(values, (list, tuple)):
-        rows = [np.asarray(v, dtype=np.float64).ravel() for v in values]
-    else:
-        array = np.asarray(values, dtype=np.float64)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2:
-            raise ValueError(f"invalid input: {what} must be 2-D (n_traces, T) or a list of 1-D arrays")
-        rows = list(array)
-    for i, row in enumerate(rows):
-        bad = np.flatnonzero(~np.isfinite(row))
-        if bad.size:
-            raise ValueError(f"invalid input: {what}[{i}] contains a non-finite value (NaN or infinity) at index {bad[0]}")
-    return rows
+    return check_rows(values, what, allow_empty_rows=True)[0]
 
 
 def gram_terms(subset: KernelSubset, kernel_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,9 +268,11 @@ def estimate_kernel(
     ValueError
         Invalid settings, or lengths that do not add up (the message names the fix).
     """
-    traces_flat = np.asarray(traces_flat, dtype=np.float64).ravel()
-    spikes_flat = np.asarray(spikes_flat, dtype=np.float64).ravel()
-    lengths = np.asarray(trace_lengths).ravel()
+    traces_flat = check_real_array(traces_flat, "traces_flat", ndim=1, finite=True, dtype=np.float64)
+    spikes_flat = check_real_array(spikes_flat, "spikes_flat", ndim=1, finite=True, dtype=np.float64)
+    check_dynamic_range(traces_flat, "traces_flat")
+    check_dynamic_range(spikes_flat, "spikes_flat")
+    lengths = check_real_array(trace_lengths, "trace_lengths", ndim=1, finite=True)
     _check_settings(kernel_length, max_iters, tol, smooth_lambda)
     if lengths.size and (np.any(lengths < 0) or np.any(lengths != np.floor(lengths))):
         raise ValueError("invalid input: trace_lengths must be non-negative integers")

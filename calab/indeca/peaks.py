@@ -124,24 +124,10 @@ def seed_traces(traces: Any, fs: float) -> SeedResult:
     ValueError
         Non-positive or non-finite ``fs``, NaN/inf in a trace.
     """
-    from calab.kernel import format_number
+    from calab._validate import check_reference_range, check_rows
 
-    fs = float(fs)
-    if not (np.isfinite(fs) and fs > 0):
-        raise ValueError(f"invalid parameter: fs must be a finite sampling rate > 0 Hz, got {format_number(fs)}")
-    ragged = isinstance(traces, (list, tuple))
-    rows = [np.asarray(t, dtype=np.float32).ravel() for t in traces] if ragged else None
-    if not ragged:
-        dense = np.asarray(traces, dtype=np.float32)
-        if dense.ndim == 1:
-            dense = dense[None, :]
-        if dense.ndim != 2:
-            raise ValueError(f"traces must be 2-D (n_cells, T) or a list of 1-D traces, got shape {dense.shape}")
-        rows = list(dense)
-    for i, row in enumerate(rows):
-        bad = np.flatnonzero(~np.isfinite(row))
-        if bad.size:
-            raise ValueError(f"input array contains a non-finite value (NaN or infinity) at index {bad[0]} of trace {i}")
+    fs = check_reference_range(fs, "fs", "a finite sampling rate > 0 Hz", accept=lambda v: np.isfinite(v) and v > 0)
+    rows, ragged = check_rows(traces, "traces", dtype=np.float32, allow_empty_rows=True)
     counts: list[np.ndarray | None] = [None] * len(rows)
     baseline = np.zeros(len(rows))
     lengths = np.array([r.size for r in rows], dtype=np.int64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,14 @@ from calab.indeca.resample import (
 )
 from calab.indeca.results import SolveTraceResult, SolveTracesResult
 from calab.indeca.threshold import interior_bounds, search_thresholds
-from calab.kernel import format_number, validate_parameters
+from calab._validate import (
+    check_bool,
+    check_iterations,
+    check_kernel_parameters,
+    check_real_array,
+    check_reference_range,
+    check_rows,
+)
 
 __all__ = ["solve_trace", "solve_traces", "MAX_SCALE_ROUNDS", "SCALE_RTOL"]
 
@@ -38,46 +45,17 @@ BYTES_PER_SAMPLE = 96
 
 
 def _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lambda_) -> tuple:
-    validate_parameters(fs, tau_rise, tau_decay, lambda_)
+    fs, tau_rise, tau_decay, lambda_ = check_kernel_parameters(fs, tau_rise, tau_decay, lambda_)
     factor = upsample_factor_ok(upsample_factor)
-    try:
-        iters = float(max_iters)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: max_iters must be an integer >= 0, got {max_iters!r}") from None
-    if not (math.isfinite(iters) and iters >= 0 and iters == int(iters)):
-        raise ValueError(f"invalid parameter: max_iters must be a whole number >= 0, got {format_number(iters)}")
-    try:
-        tol_value = float(tol)
-    except (TypeError, ValueError):
-        raise TypeError(f"invalid parameter: tol must be a real number, got {tol!r}") from None
-    if not (math.isfinite(tol_value) and tol_value >= 0):
-        raise ValueError(f"invalid parameter: tol must be finite and >= 0, got {format_number(tol_value)}")
-    return float(tau_rise), float(tau_decay), float(fs), factor, int(iters), tol_value, float(lambda_)
+    iters = check_iterations(max_iters, "max_iters")
+    tol_value = check_reference_range(tol, "tol", "finite and >= 0", accept=lambda v: math.isfinite(v) and v >= 0)
+    return float(tau_rise), float(tau_decay), float(fs), factor, iters, tol_value, float(lambda_)
 
 
 def _host(array: Any) -> Any:
     """Host copy of a device array (CuPy arrays have ``get()``; NumPy/JAX convert directly)."""
     fetch = getattr(array, "get", None)
     return fetch() if callable(fetch) and not isinstance(array, dict) else array
-
-
-def _as_trace(array: Any, what: str) -> np.ndarray:
-    array = _host(array)
-    try:
-        trace = np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be a numeric array: {exc}") from None
-    if trace.ndim != 1:
-        raise ValueError(
-            f"{what} must be 1-D (n_timepoints,), got shape {tuple(trace.shape)}; "
-            "use calab.solve_traces for a (n_cells, n_timepoints) batch"
-        )
-    if trace.size == 0:
-        raise ValueError(f"{what} is empty; pass at least one sample")
-    bad = np.flatnonzero(~np.isfinite(trace))
-    if bad.size:
-        raise ValueError(f"input array contains a non-finite value (NaN or infinity) at index {bad[0]}")
-    return trace
 
 
 def _set_rows(array: Any, rows: np.ndarray, values: Any) -> Any:
@@ -273,19 +251,13 @@ def solve_traces(
         ("tau_rise", "tau_decay", "fs", "factor", "max_iters", "tol", "lambda_"),
         _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lambda_),
     ))
-    params.update(hp=bool(hp_enabled), lp=bool(lp_enabled), noise_constrained=bool(noise_constrained))
-    ragged = isinstance(traces, (list, tuple))
-    if ragged:
-        rows = [_as_trace(t, f"traces[{i}]") for i, t in enumerate(traces)]
-    else:
-        dense = np.asarray(_host(traces), dtype=np.float64)
-        if dense.ndim == 1:
-            dense = dense[None, :]
-        if dense.ndim != 2:
-            raise ValueError(
-                f"traces must be 2-D (n_cells, n_timepoints) or a list of 1-D traces, got shape {tuple(dense.shape)}"
-            )
-        rows = [_as_trace(dense[i], f"traces[{i}]") for i in range(dense.shape[0])]
+    params.update(
+        hp=check_bool(hp_enabled, "hp_enabled"),
+        lp=check_bool(lp_enabled, "lp_enabled"),
+        noise_constrained=check_bool(noise_constrained, "noise_constrained"),
+    )
+    factor = params["factor"]
+    rows, ragged = check_rows(traces, "traces", sum_length=lambda length: length * factor)
     warm_rows: list[np.ndarray | None] = [None] * len(rows)
     if warm_counts is not None:
         if isinstance(warm_counts, (list, tuple)):
@@ -413,7 +385,12 @@ def solve_trace(
         ``0 < tau_rise < tau_decay``, ``fs > 0``, ``upsample_factor >= 1``, ``lambda_ >= 0``,
         ``tol >= 0`` violated; NaN/inf in the trace; a trace that is not 1-D.
     """
-    values = _as_trace(trace, "trace")
+    values = check_real_array(_host(trace), "trace", ndim=None, finite=True, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(
+            f"trace must be 1-D (n_timepoints,), got shape {values.shape}; "
+            "use calab.solve_traces for a (n_cells, n_timepoints) batch"
+        )
     warm = None
     if warm_counts is not None:
         warm_values = np.asarray(warm_counts, dtype=np.float64).ravel()

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from calab.indeca._chain import CHAIN_GAP, candidate_values
-from calab.kernel import round_half_away
 
 __all__ = ["ThresholdOutcome", "interior_bounds", "least_squares", "search_thresholds"]
 
