@@ -96,9 +96,10 @@ def _solve_block(block: Any, lam: np.ndarray, rows: np.ndarray, *, settings: dic
     converged]`` per row; iteration counts (< 2**32) are exact in float64.
     """
     from calab.backends import array_library
+    from calab.backends.interop import is_device_library
     from calab.datasets._sources import check_finite
 
-    if array_library(block) in ("numpy", None):
+    if not is_device_library(array_library(block)):  # host chunks: name the bad cell and frame
         block = np.asarray(block)
         check_finite(block, int(rows[0]) if len(rows) else 0, "input array")
     args = (settings["fs"], settings["tau_r"], settings["tau_d"], np.asarray(lam), settings["max_iters"],
