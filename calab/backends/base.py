@@ -16,7 +16,7 @@ so a backend overrides only what pays.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -230,6 +230,15 @@ class Backend(ABC):
             return FistaOutcome(out_x, np.zeros(n_cells, dtype=np.int64), np.zeros(n_cells, dtype=bool))
         batch = self.fista_batch(plan, work, threshold, x0, valid)
         return run_segments(batch, out_x, self.scatter_rows)
+
+    def for_row_blocks(self, function: Callable[[slice], object], n_rows: int) -> None:
+        """Call ``function(rows)`` over row blocks covering ``range(n_rows)``.
+
+        Default: one call with every row.  Host backends whose kernels release the GIL
+        run one block per core on their thread pool.
+        """
+        if n_rows:
+            function(slice(0, n_rows))
 
     # ----------------------------------------------------------------- InDeCa hooks
     #: True when device arrays are host NumPy arrays, so compiled host kernels (and host

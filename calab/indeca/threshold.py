@@ -112,8 +112,12 @@ class _Evaluator:
             base = np.zeros((rows, columns))
             sse = np.zeros((rows, columns))
             g1, g2, gain = self.ar2
-            self.compiled(self.xhat, self.target, theta32, g1, g2, gain, self.lo, self.hi, self.pad, self.stride,
-                          self.noise_mode, alpha, base, sse)
+
+            def evaluate_rows(rows_: slice) -> None:  # the compiled kernel releases the GIL
+                self.compiled(self.xhat[rows_], self.target[rows_], theta32[rows_], g1, g2, gain, self.lo, self.hi,
+                              self.pad, self.stride, self.noise_mode, alpha[rows_], base[rows_], sse[rows_])
+
+            backend.for_row_blocks(evaluate_rows, rows)
             return alpha, base, sse
         alpha = np.zeros((rows, columns))
         base = np.zeros((rows, columns))

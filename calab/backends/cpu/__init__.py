@@ -193,6 +193,14 @@ class NumpyBackend(Backend):
         parts = self._executor().map(lambda rows: rolling_quantile_host(traces[rows], window, quantile), blocks)
         return np.concatenate(list(parts))
 
+    def for_row_blocks(self, function, n_rows):
+        """One block of rows per core on the thread pool (compiled kernels release the GIL)."""
+        blocks = min(self.workers, n_rows)
+        if blocks <= 1:
+            return super().for_row_blocks(function, n_rows)
+        edges = np.linspace(0, n_rows, blocks + 1).astype(int)
+        list(self._executor().map(function, [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]))
+
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="calab-cpu")
