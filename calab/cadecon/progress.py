@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from calab._progress import stderr_is_tty
+
 __all__ = ["PHASES", "CaDeconControl", "CaDeconProgress", "make_reporter"]
 
 #: Phases in the order a run goes through them (the bridge's progress names plus the start and end).
@@ -160,10 +162,7 @@ def make_reporter(progress: Any, max_iterations: int) -> tuple[Callable[[CaDecon
     if callable(progress):
         return progress, lambda: None
     if progress is None:
-        try:
-            progress = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            progress = False
+        progress = stderr_is_tty()
     if not progress:
         return None, lambda: None
     bar = _TerminalBar(max_iterations)

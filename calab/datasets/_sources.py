@@ -41,7 +41,6 @@ __all__ = ["SOURCE_KINDS", "TraceSource", "check_finite", "open_source"]
 #: Accepted ``fmt=`` values (with the loaders' format names as aliases).
 SOURCE_KINDS = ("zarr", "hdf5", "npy", "suite2p", "nwb", "array")
 _ALIASES = {"minian": "zarr", "caiman": "hdf5", "h5": "hdf5", "hdf": "hdf5"}
-_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json", ".zmetadata")
 
 
 class TraceSource:
@@ -444,32 +443,23 @@ class Suite2pSource(TraceSource):
         self._f = self._fneu = None
 
 
-def _detect_kind(path: Path) -> str:
-    if not path.exists():
-        raise FileNotFoundError(f"Input not found: {path}")
-    if path.is_dir():
-        if (path / "F.npy").is_file() or any(path.glob("plane*/F.npy")):
-            return "suite2p"
-        if path.suffix == ".zarr" or any((path / marker).exists() for marker in _ZARR_MARKERS):
-            return "zarr"
-        if any(child.suffix == ".zarr" and child.is_dir() for child in path.iterdir()):
-            return "zarr"
-    else:
-        suffix = path.suffix.lower()
-        if path.name == "F.npy":
-            return "suite2p"
-        if suffix == ".npy":
-            return "npy"
-        if suffix == ".nwb":
-            return "nwb"
-        if suffix in (".hdf5", ".h5", ".hdf", ".he5"):
-            from calab.loaders.detect import _is_nwb_hdf5
+#: what :func:`calab.loaders.detect_format` names a path, as a source kind here (a Zarr
+#: store is any Zarr array, not only Minian's; an HDF5 file any dataset, not only CaImAn's)
+_KIND_OF_FORMAT = {"suite2p": "suite2p", "minian": "zarr", "nwb": "nwb", "caiman": "hdf5"}
 
-            return "nwb" if _is_nwb_hdf5(path) else "hdf5"
-    raise ValueError(
-        f"Cannot tell what kind of recording {path} is. Pass fmt= one of {', '.join(SOURCE_KINDS)} "
-        "(calab deconvolve: --format)."
-    )
+
+def _detect_kind(path: Path) -> str:
+    from calab.loaders.detect import detect_format
+
+    if path.is_file() and path.suffix.lower() == ".npy" and path.name != "F.npy":
+        return "npy"
+    try:
+        return _KIND_OF_FORMAT[detect_format(path)]
+    except ValueError:
+        raise ValueError(
+            f"Cannot tell what kind of recording {path} is. Pass fmt= one of {', '.join(SOURCE_KINDS)} "
+            "(calab deconvolve: --format)."
+        ) from None
 
 
 def open_source(

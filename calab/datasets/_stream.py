@@ -37,6 +37,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from calab._progress import stderr_is_tty
 from calab.datasets._sources import TraceSource, check_finite, open_source
 from calab.datasets._store import (
     DatasetMismatchError,
@@ -245,10 +246,7 @@ def _progress(progress: Any, total: int, done: int, label: str) -> tuple[Callabl
     if callable(progress):
         return progress, None
     if progress is None:
-        try:
-            progress = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            progress = False
+        progress = stderr_is_tty()
     if not progress:
         return None, None
     import shutil
