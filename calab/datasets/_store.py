@@ -43,6 +43,7 @@ __all__ = [
     "DatasetMismatchError",
     "OutputLock",
     "OutputStore",
+    "PER_CELL_FIELDS",
 ]
 
 MANIFEST_NAME = "calab_manifest.json"
@@ -143,7 +144,13 @@ def is_locked(directory: Path) -> bool:
 
 
 #: What unfinished cells read as: NaN activity/baseline, -1 iterations, not converged.
-_FILL = {"activity": np.nan, "reconvolution": np.nan, "baseline": np.nan, "iterations": -1, "converged": False}
+_FILL = {"activity": np.nan, "reconvolution": np.nan, "baseline": np.nan, "iterations": -1, "converged": False,
+         "alpha": np.nan, "pve": np.nan}
+#: Per-cell arrays of each method's output (``calab deconvolve`` / ``calab cadecon --native``).
+PER_CELL_FIELDS = {
+    "catune": (("baseline", np.float64), ("iterations", np.int64), ("converged", bool)),
+    "cadecon": (("alpha", np.float64), ("baseline", np.float64), ("pve", np.float64)),
+}
 
 
 def _create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any) -> Any:
@@ -192,17 +199,22 @@ class OutputStore:
             handle.write(text)
 
     # ------------------------------------------------------------------ arrays
-    def create(self, n_cells: int, n_timepoints: int, chunk_cells: int, save_reconvolution: bool) -> None:
-        """Create the (empty) output arrays; nothing but metadata is written."""
+    def create(self, n_cells: int, n_timepoints: int, chunk_cells: int, save_reconvolution: bool,
+               method: str = "catune") -> None:
+        """Create the (empty) output arrays; nothing but metadata is written.
+
+        ``method`` picks the per-cell arrays (:data:`PER_CELL_FIELDS`): ``baseline``,
+        ``iterations``, ``converged`` for FISTA with a given kernel; ``alpha``,
+        ``baseline``, ``pve`` for CaDecon's finalisation (activity = spike counts).
+        """
         zarr = _zarr()
         group = zarr.open_group(str(self.path), mode="w")
         frames = zarr_time_chunk(chunk_cells, n_timepoints)
         _create_array(group, "activity", (n_cells, n_timepoints), (chunk_cells, frames), np.float32)
         if save_reconvolution:
             _create_array(group, "reconvolution", (n_cells, n_timepoints), (chunk_cells, frames), np.float32)
-        _create_array(group, "baseline", (n_cells,), (chunk_cells,), np.float64)
-        _create_array(group, "iterations", (n_cells,), (chunk_cells,), np.int64)
-        _create_array(group, "converged", (n_cells,), (chunk_cells,), bool)
+        for name, dtype in PER_CELL_FIELDS[method]:
+            _create_array(group, name, (n_cells,), (chunk_cells,), dtype)
         self._group = group
 
     def group(self) -> Any:

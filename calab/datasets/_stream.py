@@ -159,6 +159,8 @@ def solve_block(block: np.ndarray, settings: dict, lam: np.ndarray, backend: str
     from calab.engine import Problem
     from calab.engine import solve_block as solve_engine_block
 
+    if settings.get("method") == "cadecon":
+        return _solve_cadecon_block(block, settings, backend)
     fs, tau_r, tau_d = settings["fs"], settings["tau_r"], settings["tau_d"]
     if settings["bandpass"]:
         from calab.filters import bandpass_filter
@@ -178,6 +180,26 @@ def solve_block(block: np.ndarray, settings: dict, lam: np.ndarray, backend: str
     if settings["save_reconvolution"]:
         out["reconvolution"] = np.asarray(result.reconvolution, dtype=np.float32)
     return out
+
+
+def _solve_cadecon_block(block: np.ndarray, settings: dict, backend: str | None) -> dict:
+    """CaDecon's finalisation of one chunk: InDeCa's solve with the learned kernel (cold start).
+
+    ``settings["cadecon"]`` holds the :class:`~calab.DeconConfig` fields the solve reads,
+    so a resumed run (or a Dask worker) solves exactly as the first one did.
+    """
+    from calab.cadecon import DeconConfig
+    from calab.cadecon._blocks import solve
+
+    resolved = DeconConfig(**settings["cadecon"]).resolved()
+    solved = solve(np.asarray(block, dtype=np.float64), settings["tau_r"], settings["tau_d"], settings["fs"],
+                   resolved, None, backend)
+    return {
+        "activity": np.asarray(solved.s_counts, dtype=np.float32),
+        "alpha": np.asarray(solved.alpha, dtype=np.float64),
+        "baseline": np.asarray(solved.baseline, dtype=np.float64),
+        "pve": np.asarray(solved.pve, dtype=np.float64),
+    }
 
 
 def solve_and_write_chunk(
@@ -362,7 +384,6 @@ def deconvolve_dataset(
     PermissionError
         The output location is not writable.
     """
-    from calab.backends import resolve_backend
     from calab.deconvolution import check_solve_settings
     from calab.loaders._common import validate_fs
 
@@ -382,6 +403,25 @@ def deconvolve_dataset(
         raise ValueError(f"chunk_cells must be a positive number of cells, got {chunk_cells!r}")
     settings = _settings(fs, tau_r, tau_d, lam_cells, lam, max_iters, conv_mode, constraint, bandpass,
                          save_reconvolution)
+    return stream_dataset(data, output, settings, lam_cells, chunk_cells=chunk_cells, backend=backend,
+                          memory_budget=memory_budget, resume=resume, overwrite=overwrite, prescan=prescan,
+                          progress=progress, client=client, began=began)
+
+
+def stream_dataset(
+    data: TraceSource, output: Path, settings: dict, lam_cells: np.ndarray, *, chunk_cells: int | None,
+    backend: str | None, memory_budget: int | None, resume: bool, overwrite: bool, prescan: bool,
+    progress: Any, client: Any, began: float,
+) -> DatasetRun:
+    """Stream ``data`` chunk by chunk into the Zarr store ``output`` (shared by
+    :func:`deconvolve_dataset` and :func:`calab.datasets.cadecon_dataset`).
+
+    ``settings`` are the manifest's parameters (they say which solve runs, see
+    :func:`solve_block`); ``data`` is closed on return.
+    """
+    from calab.backends import resolve_backend
+
+    n_cells, n_timepoints = data.shape
     local_backend = None if client is not None else resolve_backend(backend)
     wanted = {
         "parameters": settings,
@@ -488,7 +528,8 @@ def _create_output(output: Path, data: TraceSource, wanted: dict, prescan: bool,
         store = OutputStore(staging)
         # zarr's mode="w" empties the directory, so the lock is taken afterwards (nobody
         # else knows the staging directory's random name yet).
-        store.create(n_cells, n_timepoints, int(chunk), wanted["parameters"]["save_reconvolution"])
+        store.create(n_cells, n_timepoints, int(chunk), wanted["parameters"]["save_reconvolution"],
+                     wanted["parameters"].get("method", "catune"))
         lock.acquire(output)
         store.write_manifest(manifest)
         if prescan:
