@@ -271,8 +271,7 @@ def _run_native_cadecon(traces: np.ndarray, fs: float, args: argparse.Namespace)
     """``calab cadecon --native``: the automated loop in this process, with a progress bar."""
     from calab.cadecon import run_cadecon
 
-    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
-                 if getattr(args, name, None) is not None}
+    overrides = _cadecon_overrides(args)
     print(f"CaDecon (native) on {traces.shape[0]} cells x {traces.shape[1]} frames at {fs:g} Hz, "
           f"backend '{_resolve_backend_name(_backend_arg(args))}'", file=sys.stderr)
     result = run_cadecon(traces, fs, backend=_backend_arg(args), progress=None if _stderr_is_tty() else False,
@@ -814,20 +813,22 @@ def _dask_client(address: str | None) -> contextlib.AbstractContextManager:
     return distributed.Client(address)
 
 
-def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
-    from calab.datasets import DatasetLockedError, deconvolve_dataset
-    from calab.io import load_export_params
+def _cadecon_overrides(args: argparse.Namespace) -> dict:
+    """The DeconConfig fields given on the command line."""
+    return {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+            if getattr(args, name, None) is not None}
 
-    params = load_export_params(args.params)
-    started = time.perf_counter()
+
+def _stream_to_store(args: argparse.Namespace, stream: Any, **settings: Any) -> Any:
+    """Run a ``calab.datasets`` streamer with the shared ``--out`` options and error reporting."""
+    from calab.datasets import DatasetLockedError
+
     try:
         with _dask_client(args.scheduler) as client:
-            run = deconvolve_dataset(
-                args.file, args.out, fs=params["fs"], tau_r=params["tau_rise"], tau_d=params["tau_decay"],
-                lam=params["lambda_"], bandpass=bool(params["filter_enabled"]), key=args.key,
-                fmt=args.source_format, backend=_backend_arg(args), chunk_cells=args.chunk_cells,
-                resume=args.resume, overwrite=args.force, save_reconvolution=args.full,
-                progress=None if _stderr_is_tty() else False, client=client,
+            return stream(
+                args.file, args.out, key=args.key, fmt=args.source_format, backend=_backend_arg(args),
+                chunk_cells=args.chunk_cells, resume=args.resume, overwrite=args.force,
+                progress=None if _stderr_is_tty() else False, client=client, **settings,
             )
     except DatasetLockedError as exc:
         raise CommandError(str(exc)) from None
@@ -835,6 +836,18 @@ def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
         if Path(args.out).is_dir():
             print(f"Stopped; finished chunks are kept in {args.out}: add --resume to continue.", file=sys.stderr)
         raise
+
+
+def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
+    from calab.datasets import deconvolve_dataset
+    from calab.io import load_export_params
+
+    params = load_export_params(args.params)
+    started = time.perf_counter()
+    run = _stream_to_store(
+        args, deconvolve_dataset, fs=params["fs"], tau_r=params["tau_rise"], tau_d=params["tau_decay"],
+        lam=params["lambda_"], bandpass=bool(params["filter_enabled"]), save_reconvolution=args.full,
+    )
     seconds = time.perf_counter() - started
     solved_cells = min(run.n_cells, run.chunks_solved * run.chunk_cells)
     rate = f", {solved_cells / seconds:.0f} cells/s" if solved_cells and seconds > 0 else ""
@@ -846,26 +859,12 @@ def _cmd_deconvolve_dataset(args: argparse.Namespace) -> int:
 
 def _cmd_cadecon_dataset(args: argparse.Namespace) -> int:
     """``calab cadecon BIG --native --out OUT.zarr``: learn the kernel on a sample, stream every cell."""
-    from calab.datasets import DatasetLockedError, cadecon_dataset
+    from calab.datasets import cadecon_dataset
     from calab.datasets._cadecon import DEFAULT_SAMPLE_CELLS
 
-    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
-                 if getattr(args, name, None) is not None}
     started = time.perf_counter()
-    try:
-        with _dask_client(args.scheduler) as client:
-            run = cadecon_dataset(
-                args.file, args.out, fs=args.fs, key=args.key, fmt=args.source_format, backend=_backend_arg(args),
-                chunk_cells=args.chunk_cells, resume=args.resume, overwrite=args.force,
-                sample_cells=args.sample_cells or DEFAULT_SAMPLE_CELLS,
-                progress=None if _stderr_is_tty() else False, client=client, **overrides,
-            )
-    except DatasetLockedError as exc:
-        raise CommandError(str(exc)) from None
-    except KeyboardInterrupt:
-        if Path(args.out).is_dir():
-            print(f"Stopped; finished chunks are kept in {args.out}: add --resume to continue.", file=sys.stderr)
-        raise
+    run = _stream_to_store(args, cadecon_dataset, fs=args.fs, sample_cells=args.sample_cells or DEFAULT_SAMPLE_CELLS,
+                           **_cadecon_overrides(args))
     from calab.datasets._store import OutputStore
 
     parameters = OutputStore(run.output).read_manifest()["parameters"]
