@@ -192,10 +192,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             return time.perf_counter() - begin, result
 
         first, result = timed(on_device)
+        print(f"  {backend} {mode}: first call {first:.2f} s", file=sys.stderr, flush=True)
         times = []
         for _ in range(args.repeats):
             seconds, result = timed(on_device)
             times.append(seconds)
+            print(f"  {backend} {mode}: steady call {seconds:.3f} s", file=sys.stderr, flush=True)
         entry: dict[str, Any] = {
             "first_s": first,
             "times_s": times,
@@ -213,6 +215,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             begin = time.perf_counter()
             host_result = calab.run_deconvolution_full(host64, **call)
             entry["host_s"] = time.perf_counter() - begin
+            print(f"  {backend} {mode}: NumPy in/out call {entry['host_s']:.2f} s", file=sys.stderr, flush=True)
             assert isinstance(host_result.activity, np.ndarray) and host_result.activity.dtype == np.float64
             del host_result
         report["modes"][mode] = entry
@@ -231,9 +234,10 @@ def run_worker(backend: str, traces: Path, samples: Path, args: argparse.Namespa
         cmd.append("--allow-cpu")
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    # stderr passes through: the worker's per-call timings show even if a time limit stops the run
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=args.worker_timeout)
     if proc.returncode != 0:
-        return {"backend": backend, "skipped": f"worker failed (exit {proc.returncode}): {proc.stderr.strip()[-3000:]}"}
+        return {"backend": backend, "skipped": f"worker failed (exit {proc.returncode}); its error is printed above"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -446,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                                 peak = np.maximum(np.abs(ref_activity).max(axis=1), 1e-6)
                                 row["vs_reference_max_rel_diff"] = float((np.abs(sample[:agree] - ref_activity).max(axis=1) / peak).max())
                             rows.append(row)
+                            print(json.dumps({k: v for k, v in row.items() if k != "device"}, default=str), flush=True)
                 path.unlink(missing_ok=True)
     finally:
         if workdir_context is not None:

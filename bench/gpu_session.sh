@@ -8,7 +8,8 @@
 # Needs `.whl/` carried with pydantic's wheels for cp312 (bench/README.md says how to fetch
 # them); writes every log and JSON to $OUT (default /tmp/calab-gpu-out).  Each part has its
 # own time limit (T_TESTS, T_DECONV, T_INDECA, T_CADECON, T_CHUNKED seconds) so that one
-# slow part cannot take the whole lease; at most 6 files land in $OUT (the device tool
+# slow part cannot take the whole lease, and TESTS_K (pytest -k), DECONV_BACKENDS, DECONV_ARGS,
+# CADECON_BACKENDS and CADECON_CALLS narrow a rerun; at most 6 files land in $OUT (the device tool
 # brings back 8).
 set -u
 OUT=${OUT:-/tmp/calab-gpu-out}
@@ -37,7 +38,7 @@ stamp "machine"
 if has tests; then
     stamp "GPU tests"
     timeout ${T_TESTS:-150} python3 -m pytest tests/test_cuda_gpu.py tests/test_cuda_reference.py tests/test_cuda_launchers.py \
-        tests/test_cuda_backend.py tests/test_cuda_nvcc.py -q -ra --timeout 60 -p no:cacheprovider \
+        tests/test_cuda_backend.py tests/test_cuda_nvcc.py -q -ra --timeout 60 -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} \
         >"$OUT/pytest_gpu.log" 2>&1
     echo "pytest exit $?" | tee -a "$OUT/session.log"
     timeout ${T_PROPERTIES:-60} python3 -m pytest tests/test_properties.py -m gpu -q -ra --timeout 50 -p no:cacheprovider \
@@ -48,6 +49,7 @@ fi
 if has deconv; then
     stamp "deconvolution 10k x 27k (cupy, jax; fft, banded)"
     timeout ${T_DECONV:-180} python3 bench/bench_gpu.py --cells 10000 --frames 27000 --no-reference --repeats 2 \
+        --backends ${DECONV_BACKENDS:-cupy,jax} ${DECONV_ARGS:-} \
         --json "$OUT/gpu_10k.json" 2>&1 | tee -a "$OUT/session.log"
 fi
 if has indeca; then
@@ -56,7 +58,7 @@ if has indeca; then
 fi
 if has cadecon; then
     stamp "CaDecon 200 x 9000"
-    timeout ${T_CADECON:-110} python3 bench/bench_gpu_indeca.py --part cadecon --backends numpy,cupy,jax --json "$OUT/cadecon.json" 2>&1 | tee -a "$OUT/session.log"
+    timeout ${T_CADECON:-110} python3 bench/bench_gpu_indeca.py --part cadecon --backends ${CADECON_BACKENDS:-cupy,jax,numpy} --calls ${CADECON_CALLS:-2} --json "$OUT/cadecon.json" 2>&1 | tee -a "$OUT/session.log"
 fi
 if has chunked; then
     stamp "InDeCa 1000 x 27000, u = 10"

@@ -258,6 +258,25 @@ def prepared(cpu, cells, n, mode, lam=0.05, seed=0):
     return plan, work, plan.thresholds(np.full(cells, lam))
 
 
+def chaotic_cells(cpu, cells, n, seed=0, lam=0.05):
+    """Cells whose float32 FISTA run is chaotic, measured on the CPU alone.
+
+    The NumPy backend solves the same problem twice, in FFT and in banded mode (same
+    maths, different rounding).  A cell whose iteration count moves by more than one
+    between the two is chaotic: any other rounding (cuFFT, a chunked scan) may land it on
+    either trajectory.  Returns the mask and, per cell, the two counts and the activity
+    spread (max |Δ| / peak) between the modes.
+    """
+    runs = []
+    for mode in ("fft", "banded"):
+        plan, work, threshold = prepared(cpu, cells, n, mode, lam=lam, seed=seed)
+        runs.append(cpu.run_fista(plan, work, threshold))
+    counts = np.stack([np.asarray(r.iterations) for r in runs])
+    x_fft, x_banded = (np.asarray(r.x, np.float64) for r in runs)
+    spread = np.abs(x_fft - x_banded).max(axis=1) / np.maximum(np.abs(x_fft).max(axis=1), 1e-6)
+    return np.abs(counts[0] - counts[1]) > 1, counts, spread
+
+
 @pytest.mark.parametrize("mode, chunks", [("fft", None), ("banded", 1), ("banded", 8)])
 def test_solve_matches_numpy_backend(gpu, cpu, mode, chunks):
     plan, work, threshold = prepared(cpu, 24, 3000, mode)
@@ -267,7 +286,18 @@ def test_solve_matches_numpy_backend(gpu, cpu, mode, chunks):
     if mode == "banded" and chunks == 1 and np.array_equal(iterations, oracle.iterations):
         assert np.array_equal(x, oracle.x)  # the same float32 operations in the same order
     np.testing.assert_array_equal(converged, oracle.converged)
-    assert_cells_close(x, oracle.x, iterations, oracle.iterations)
+    chaotic, counts, spread = chaotic_cells(cpu, 24, 3000)
+    # Seen on an H200: 2 of these 24 cells (5 and 15) are chaotic, 402/426 and 366/412
+    # iterations, 4 % and 7 % of peak apart between the CPU's own two modes.
+    assert chaotic.sum() <= 3, f"{chaotic.sum()} chaotic cells: the test data no longer separates the cases"
+    steady = ~chaotic
+    assert_cells_close(x[steady], np.asarray(oracle.x)[steady], np.asarray(iterations)[steady], np.asarray(oracle.iterations)[steady])
+    for cell in np.flatnonzero(chaotic):
+        low, high = counts[:, cell].min() - 1, counts[:, cell].max() + 1
+        assert low <= iterations[cell] <= high, (cell, iterations[cell], counts[:, cell])
+        peak = max(float(np.abs(oracle.x[cell]).max()), 1e-6)
+        error = float(np.abs(np.asarray(x[cell], np.float64) - oracle.x[cell]).max()) / peak
+        assert error <= max(5e-3, 1.5 * spread[cell]), (cell, error, spread[cell])
 
 
 @pytest.mark.parametrize("mode", ["fft", "banded"])

@@ -458,7 +458,7 @@ def test_split_solve_equals_whole_solve(cpu):
         return _driver.solve(ops, plan, work[start:stop], threshold[start:stop])
 
     parts = _driver.split_on_oom(run, 6, is_oom=lambda e: isinstance(e, FakeOOM), recover=lambda: None)
-    x, iterations, converged = _driver.concatenate_outcomes(np, parts)
+    x, iterations = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     assert np.array_equal(x, whole[0])
     np.testing.assert_array_equal(iterations, whole[1])
 

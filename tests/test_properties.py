@@ -18,6 +18,7 @@ runs a longer exploration locally.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import inspect
 import json
 import os
@@ -716,6 +717,10 @@ def _available(name: str) -> bool:
     return True
 
 
+#: optional packages an entry point needs for a successful call (a GPU image may lack them)
+OPTIONAL_MODULES = {"calab.datasets:deconvolve_dataset": ("zarr",)}
+
+
 def _cases() -> list:
     cases = []
     for entry in ENTRY_POINTS:
@@ -724,6 +729,8 @@ def _cases() -> list:
             marks = []
             if not _available(entry.name):
                 marks.append(pytest.mark.skip(reason=f"{entry.name} is not in this build (other branch)"))
+            elif any(importlib.util.find_spec(module) is None for module in OPTIONAL_MODULES.get(entry.name, ())):
+                marks.append(pytest.mark.skip(reason=f"{entry.name} needs {', '.join(OPTIONAL_MODULES[entry.name])} (calab[loaders])"))
             elif name is not None and not backend_info(name).usable:
                 marks.append(pytest.mark.skip(reason=f"backend {name!r} unusable here: {backend_info(name).reason}"))
             if name == "cupy":

@@ -309,16 +309,27 @@ class CupyBackend(Backend):
         """The driver skeleton per block of cells; a block that runs out of memory is halved."""
         fused = _fused_enabled() and _driver.supports(plan)
         ops = self.kernels()
+        total = work.shape[0]
+        # Once the batch has been split, each block's activity is copied into one output
+        # allocated then: joining the blocks at the end would need the output twice over
+        # exactly when memory is short.
+        joined: list[Any] = []
 
         def run(start: int, stop: int) -> Any:
             rows = slice(start, stop)
             part = (work[rows], threshold[rows], None if x0 is None else x0[rows], None if valid is None else valid[rows])
-            if fused:
-                return _driver.solve(ops, plan, *part)
-            return tuple(Backend.run_fista(self, plan, *part))
+            x, iterations, converged = _driver.solve(ops, plan, *part) if fused else tuple(Backend.run_fista(self, plan, *part))
+            if stop - start == total:
+                return x, iterations, converged
+            if not joined:
+                joined.append(self._cupy.empty((total,) + tuple(x.shape[1:]), dtype=x.dtype))
+            joined[0][rows] = x
+            return None, iterations, converged
 
-        x, iterations, converged = _driver.concatenate_outcomes(self._cupy, self._split(run, work.shape[0], "cells"))
-        return FistaOutcome(x, iterations, converged)
+        parts = self._split(run, total, "cells")
+        if len(parts) == 1 and parts[0][0] is not None:
+            return FistaOutcome(*parts[0])
+        return FistaOutcome(joined[0], np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
     def run_fista_generic(self, plan, work, threshold, x0=None, valid=None):
         """The generic step (:func:`calab.engine.fista.proximal_update`) on CuPy arrays: the oracle."""

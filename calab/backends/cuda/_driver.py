@@ -31,7 +31,7 @@ Driver
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -544,17 +544,6 @@ def split_on_oom(
             continue
         start = stop
     return results
-
-
-def concatenate_outcomes(xp: Any, parts: Sequence[tuple[Any, np.ndarray, np.ndarray]]) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Join ``(x, iterations, converged)`` results of consecutive cell blocks."""
-    if len(parts) == 1:
-        return parts[0]
-    return (
-        xp.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-    )
 
 
 def budget_cells(free_bytes: int, n: int, fft_size: int, fraction: float = 0.75) -> int:
