@@ -51,6 +51,10 @@ class Backend(ABC):
     #: about a second FFT pair of a 10,000-frame trace, and a 1 kHz recording with
     #: τd = 1.9 s (m ~ 27,000) would need a 5.5 GB matrix.  None: always the Gram form.
     gram_max_edge: int | None = 1024
+    #: Segments ``S`` of the segmented AR(2) recursions (:mod:`calab.engine.segments`)
+    #: for problems that allow them (``Problem(reference_rounding=False)``); 0: this
+    #: backend keeps the sequential recursion.
+    ar2_segment_lanes: int = 0
 
     # ----------------------------------------------------------------- discovery
     @classmethod
@@ -161,6 +165,18 @@ class Backend(ABC):
     def ar2_adjoint_of_difference(self, model: Any, data: Any, g1: np.float32, g2: np.float32, gain: np.float32) -> Any:
         """``ar2_adjoint(model − data)``; backends may fuse the float32 subtraction."""
         return self.ar2_adjoint(model - data, g1, g2, gain)
+
+    def ar2_segment_forward(self, activity: Any, segments: Any) -> Any:
+        """``K s`` in the segment layout (:func:`calab.engine.segments.segmented_forward`)."""
+        from calab.engine.segments import segmented_forward
+
+        return segmented_forward(self.xp, activity, segments, self.to_numpy)
+
+    def ar2_segment_adjoint_of_difference(self, model: Any, data: Any, segments: Any) -> Any:
+        """``Kᵀ(model − data)`` in the segment layout (padding of both is 0)."""
+        from calab.engine.segments import segmented_adjoint_of_difference
+
+        return segmented_adjoint_of_difference(self.xp, model, data, segments, self.to_numpy)
 
     @abstractmethod
     def rolling_quantile(self, traces: Any, window: int, quantile: float) -> Any:

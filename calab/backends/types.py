@@ -65,6 +65,7 @@ class SolvePlan:
     tolerance_squared: float = 1e-4 * 1e-4
     min_iterations: int = 5
     upsample: int = 1
+    segments: Any = field(default=None, compare=False, repr=False)
     device_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -117,6 +117,12 @@ def plan_for_problem(backend: Backend, problem: Problem, n_timepoints: int) -> S
         padded = np.zeros(fft_size, dtype=np.float32)
         padded[: taps.size] = taps
         spectrum = np.fft.rfft(padded).astype(np.complex64)
+    segments = None
+    lanes = int(backend.ar2_segment_lanes)
+    if conv_mode == "banded" and taps is None and not problem.reference_rounding and lanes > 1 and upsample == 1:
+        from calab.engine.segments import segment_plan
+
+        segments = segment_plan(ar2[0], ar2[1], ar2[2], int(n_timepoints), lanes)
     if taps is None:
         taps = np.zeros(0, dtype=np.float32)
     rule = problem.stopping
@@ -134,6 +140,7 @@ def plan_for_problem(backend: Backend, problem: Problem, n_timepoints: int) -> S
         tolerance_squared=rule.tolerance_squared,
         min_iterations=int(rule.min_iterations),
         upsample=upsample,
+        segments=segments,
     )
 
 
@@ -144,13 +151,18 @@ class Operator(NamedTuple):
     ``forward`` is ``K`` (causal convolution truncated to ``n`` samples), ``adjoint`` its
     transpose, ``normal`` the Gram operator ``KᵀK`` when it is cheaper than the two
     (FFT mode), else None, and ``adjoint_of_difference(a, b)`` is ``Kᵀ(a − b)`` (a
-    backend may fuse the subtraction into the recursion).
+    backend may fuse the subtraction into the recursion).  An operator that works in
+    another sample order (the segmented AR(2) recursions) has ``enter``/``leave``: its
+    inputs and outputs are in that layout, and FISTA iterates in it.
     """
 
     forward: Callable[[Any], Any]
     adjoint: Callable[[Any], Any]
     normal: Callable[[Any], Any] | None
     adjoint_of_difference: Callable[[Any, Any], Any]
+    #: ``(B, n)`` batch → the operator's layout, and back (None: the natural layout)
+    enter: Callable[[Any], Any] | None = None
+    leave: Callable[[Any], Any] | None = None
 
 
 def gram_boundary(kernel: np.ndarray) -> np.ndarray:
@@ -235,14 +247,19 @@ def build_operator(
     arrays: tuple[Any, ...],
     ar2: tuple[Any, Any, Any],
     upsample: int = 1,
+    segments: Any = None,
 ) -> Operator:
     """Operator from explicit constants (so a jitted function can take them as arguments).
 
     ``arrays`` from :func:`operator_arrays` decide the kind: empty for the AR(2)
     recursion, the FFT constants otherwise (FFT mode, or banded mode evaluated by FFT).
     With ``upsample > 1`` the operator maps activity ``(B, u·T)`` to data ``(B, T)``:
-    ``R K`` with ``R`` the block mean (:func:`block_mean`).
+    ``R K`` with ``R`` the block mean (:func:`block_mean`).  A
+    :class:`~calab.engine.segments.SegmentPlan` as ``segments`` gives the segmented AR(2)
+    recursions, in the segment layout (``enter``/``leave``).
     """
+    if segments is not None and not arrays and upsample == 1:
+        return _segmented_operator(backend, segments)
     base = _rate_operator(backend, n, fft_size, arrays, ar2)
     if upsample == 1:
         return base
@@ -255,6 +272,28 @@ def build_operator(
         return base.adjoint(block_mean_adjoint(xp, batch, upsample))
 
     return Operator(forward, adjoint, None, lambda model, data: adjoint(model - data))
+
+
+def _segmented_operator(backend: Backend, segments: Any) -> Operator:
+    """``K`` as segmented AR(2) recursions on rows in the segment layout."""
+    from calab.engine.segments import from_segments, to_segments
+
+    xp = backend.xp
+
+    def forward(batch):
+        return backend.ar2_segment_forward(batch, segments)
+
+    def adjoint_of_difference(model, data):
+        return backend.ar2_segment_adjoint_of_difference(model, data, segments)
+
+    def adjoint(batch):
+        return adjoint_of_difference(batch, xp.zeros_like(batch))
+
+    return Operator(
+        forward, adjoint, None, adjoint_of_difference,
+        enter=lambda batch: to_segments(xp, batch, segments),
+        leave=lambda batch: from_segments(xp, batch, segments),
+    )
 
 
 def _rate_operator(backend: Backend, n: int, fft_size: int, arrays: tuple[Any, ...], ar2: tuple[Any, Any, Any]) -> Operator:
@@ -288,11 +327,15 @@ def _rate_operator(backend: Backend, n: int, fft_size: int, arrays: tuple[Any, .
     return Operator(forward, adjoint, None if power is None else normal, lambda model, data: adjoint(model - data))
 
 
-def make_operator(backend: Backend, plan: SolvePlan) -> Operator:
-    """The convolution operator of ``plan`` on ``backend`` (FFT or banded AR(2))."""
+def make_operator(backend: Backend, plan: SolvePlan, *, segmented: bool = False) -> Operator:
+    """The convolution operator of ``plan`` on ``backend`` (FFT or banded AR(2)).
+
+    ``segmented``: the segmented recursions in their own layout when the plan has them
+    (the FISTA loop); otherwise the operator on natural ``(B, n)`` rows.
+    """
     return build_operator(
         backend, plan.conv_mode, plan.n_timepoints, plan.fft_size, operator_arrays(backend, plan), plan.ar2,
-        plan.upsample,
+        plan.upsample, plan.segments if segmented else None,
     )
 
 
@@ -450,10 +493,17 @@ class StepBatch(FistaBatch):
     ) -> None:
         self.backend = backend
         self.plan = plan
-        self.operator = make_operator(backend, plan)
+        # segmented recursions (their own layout) only for dense batches
+        self.operator = make_operator(backend, plan, segmented=valid is None)
         self.check_every = max(1, int(check_every))
         self.freeze = self.check_every > 1 if freeze is None else bool(freeze or self.check_every > 1)
-        self.state = initial_state(backend.xp, work, plan.max_iterations, x0, plan.n_timepoints)
+        enter = self.operator.enter
+        n = plan.n_timepoints
+        if enter is not None:
+            work = enter(work)
+            x0 = None if x0 is None else enter(x0)
+            n = int(work.shape[-1])
+        self.state = initial_state(backend.xp, work, plan.max_iterations, x0, n)
         self.data_term = data_gradient(self.operator, work)
         self.threshold = threshold
         self.valid = valid
@@ -476,8 +526,9 @@ class StepBatch(FistaBatch):
     def harvest(self, index: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         backend = self.backend
         rows = backend.asarray(index, dtype=np.int64)
+        leave = self.operator.leave
         return (
-            self.state.x[rows],
+            self.state.x[rows] if leave is None else leave(self.state.x[rows]),
             np.asarray(backend.to_numpy(self.state.k[rows]), dtype=np.int64),
             np.asarray(backend.to_numpy(self.state.converged[rows]), dtype=bool),
         )

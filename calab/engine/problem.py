@@ -263,6 +263,11 @@ class Problem:
     baseline_window : int or None
         None: no baseline (``b ≡ 0``).  An integer ``W >= 1``: subtract the causal rolling
         20th percentile over ``W`` samples before solving (CaTune).
+    reference_rounding : bool
+        True: the banded AR(2) recursions run in the reference's sequential float32
+        order.  False: a backend may evaluate them in segments
+        (:mod:`calab.engine.segments`: the same operator, other float32 rounding, a much
+        shorter dependency chain); InDeCa's long upsampled traces use this.
     """
 
     operator: OperatorSpec
@@ -270,6 +275,7 @@ class Problem:
     constraint: str = "nonneg"
     upsample: int = 1
     baseline_window: int | None = None
+    reference_rounding: bool = True
     _key: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -286,7 +292,8 @@ class Problem:
             if int(self.baseline_window) < 1:
                 raise ValueError(f"baseline_window must be >= 1 or None, got {self.baseline_window}")
             object.__setattr__(self, "baseline_window", int(self.baseline_window))
-        key = (self.operator.key, self.stopping, self.constraint, self.upsample, self.baseline_window)
+        object.__setattr__(self, "reference_rounding", bool(self.reference_rounding))
+        key = (self.operator.key, self.stopping, self.constraint, self.upsample, self.baseline_window, self.reference_rounding)
         object.__setattr__(self, "_key", key)
 
     @property

@@ -3,7 +3,8 @@
 What differs from the generic algorithm here:
 
 * FFTs are ``scipy.fft`` with ``workers=`` (all cores), single precision.
-* The banded AR(2) recursions are ``scipy.signal.lfilter`` along the time axis.
+* The banded AR(2) recursions are Numba kernels (``scipy.signal.lfilter`` along the time
+  axis without Numba), sequential or segmented (``ar2_segment_lanes``).
 * The rolling order statistic is ``scipy.ndimage.rank_filter`` (exact).
 * The FISTA driver runs cache-sized cell blocks on a thread pool: NumPy ufuncs and
   pocketfft release the GIL, so blocks of a few cells keep every core busy and their
@@ -91,6 +92,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     is_gpu = False
     host_arrays = True
+    ar2_segment_lanes = _kernels.SEGMENT_LANES if _kernels.HAVE_NUMBA else 0
 
     def __init__(self) -> None:
         self.workers = _cpu_count()
@@ -158,6 +160,26 @@ class NumpyBackend(Backend):
         model = np.ascontiguousarray(model, dtype=np.float32)
         out = np.empty_like(model)
         _kernels.ar2_adjoint_residual(model, np.ascontiguousarray(data, dtype=np.float32), g1, g2, gain, out)
+        return out
+
+    def ar2_segment_forward(self, activity, segments):
+        if segments.lanes != _kernels.SEGMENT_LANES or not _kernels.HAVE_NUMBA:
+            return super().ar2_segment_forward(activity, segments)
+        source = np.ascontiguousarray(activity, dtype=np.float32)
+        out = np.empty_like(source)
+        s = segments
+        _kernels.ar2_segment_forward(source, s.g1, s.g2, s.gain, s.p1, s.p2, s.p1_64, s.p2_64, s.n, out)
+        return out
+
+    def ar2_segment_adjoint_of_difference(self, model, data, segments):
+        if segments.lanes != _kernels.SEGMENT_LANES or not _kernels.HAVE_NUMBA:
+            return super().ar2_segment_adjoint_of_difference(model, data, segments)
+        model = np.ascontiguousarray(model, dtype=np.float32)
+        out = np.empty_like(model)
+        s = segments
+        _kernels.ar2_segment_adjoint_residual(
+            model, np.ascontiguousarray(data, dtype=np.float32), s.g1, s.g2, s.gain, s.p1, s.p2, s.p1_64, s.p2_64, out
+        )
         return out
 
     def fista_update(self, xp, plan, state, gradient, threshold, freeze):

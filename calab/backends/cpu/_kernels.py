@@ -34,15 +34,21 @@ except ImportError as exc:  # pragma: no cover - exercised with CALAB_DISABLE_NU
 HAVE_NUMBA = njit is not None
 #: rows advanced together by the recursions (eight independent chains hide the latency)
 GROUP = 8
+#: segments of the segmented AR(2) kernels (a compile-time constant, so the loop over
+#: them vectorises: 128 float32 lanes = eight AVX-512 vectors per time step)
+SEGMENT_LANES = 128
 
 __all__ = [
     "GROUP",
     "HAVE_NUMBA",
+    "SEGMENT_LANES",
     "NUMBA_ERROR",
     "accumulate",
     "ar2_adjoint",
     "ar2_adjoint_residual",
     "ar2_forward",
+    "ar2_segment_adjoint_residual",
+    "ar2_segment_forward",
     "proximal_pass",
     "subtract_boundary",
     "expanding_quantile",
@@ -111,6 +117,106 @@ if HAVE_NUMBA:
                 out[r4, t - 1], out[r5, t - 1], out[r6, t - 1], out[r7, t - 1] = v4, v5, v6, v7
                 b0, b1, b2, b3, b4, b5, b6, b7 = a0, a1, a2, a3, a4, a5, a6, a7
                 a0, a1, a2, a3, a4, a5, a6, a7 = v0, v1, v2, v3, v4, v5, v6, v7
+
+    # Segmented recursions (calab/engine/segments.py): rows in the segment-minor layout
+    # (element t·S + g is sample g·M + t), so one time step of the S zero-state chains is
+    # a contiguous, vectorised inner loop; then the S boundary states (float64) and the
+    # correction pass while the row is still in cache.
+
+    @njit(nogil=True, cache=True)
+    def ar2_segment_forward(source, g1, g2, gain, p1, p2, p1_64, p2_64, n, out):  # pragma: no cover - compiled
+        """``K s`` in the segment layout; padded samples (index >= ``n``) come out as 0."""
+        lanes = SEGMENT_LANES
+        rows, total = source.shape
+        m = total // lanes
+        zero = np.float32(0.0)
+        first = np.empty(lanes, np.float32)
+        second = np.empty(lanes, np.float32)
+        for b in range(rows):
+            # step 0 of segment g reads the previous segment's last input
+            out[b, 0] = zero
+            for g in range(1, lanes):
+                out[b, g] = source[b, (m - 1) * lanes + g - 1] * gain
+            for g in range(lanes):
+                out[b, lanes + g] = g1 * out[b, g] + source[b, g] * gain
+            for t in range(2, m):
+                base = t * lanes
+                target = out[b, base : base + lanes]
+                previous = out[b, base - lanes : base]
+                before = out[b, base - 2 * lanes : base - lanes]
+                inputs = source[b, base - lanes : base]
+                for g in range(lanes):
+                    target[g] = (g1 * previous[g] + g2 * before[g]) + inputs[g] * gain
+            # (o[gM − 1], o[gM − 2]) of every segment, float64
+            a = 0.0
+            c = 0.0
+            first[0] = zero
+            second[0] = zero
+            for g in range(1, lanes):
+                last = np.float64(out[b, (m - 1) * lanes + g - 1])
+                before = np.float64(out[b, (m - 2) * lanes + g - 1])
+                a, c = last + p1_64[m - 1] * a + p2_64[m - 1] * c, before + p1_64[m - 2] * a + p2_64[m - 2] * c
+                first[g] = np.float32(a)
+                second[g] = np.float32(c)
+            for t in range(m):
+                q1 = p1[t]
+                q2 = p2[t]
+                target = out[b, t * lanes : (t + 1) * lanes]
+                for g in range(lanes):
+                    target[g] = target[g] + (q1 * first[g] + q2 * second[g])
+            for i in range(n, total):
+                out[b, (i % m) * lanes + i // m] = zero
+
+    @njit(nogil=True, cache=True)
+    def ar2_segment_adjoint_residual(model, data, g1, g2, gain, p1, p2, p1_64, p2_64, out):  # pragma: no cover
+        """``Kᵀ(model − data)`` in the segment layout (padding of both must be 0)."""
+        lanes = SEGMENT_LANES
+        rows, total = model.shape
+        m = total // lanes
+        head = np.empty(lanes, np.float32)
+        first = np.empty(lanes, np.float32)
+        second = np.empty(lanes, np.float32)
+        for b in range(rows):
+            # zero-state backward chains: value of step t goes to output t − 1
+            base = (m - 1) * lanes
+            for g in range(lanes):
+                out[b, base - lanes + g] = (model[b, base + g] - data[b, base + g]) * gain
+            base = (m - 2) * lanes
+            for g in range(lanes):
+                out[b, base - lanes + g] = (model[b, base + g] - data[b, base + g]) * gain + g1 * out[b, base + g]
+            for k in range(m - 3):
+                # slices with non-negative offsets: the loop over segments vectorises
+                base = (m - 3 - k) * lanes
+                target = out[b, base - lanes : base]
+                later = out[b, base : base + lanes]
+                latest = out[b, base + lanes : base + 2 * lanes]
+                errors_model = model[b, base : base + lanes]
+                errors_data = data[b, base : base + lanes]
+                for g in range(lanes):
+                    target[g] = ((errors_model[g] - errors_data[g]) * gain + g1 * later[g]) + g2 * latest[g]
+            for g in range(lanes):
+                head[g] = ((model[b, g] - data[b, g]) * gain + g1 * out[b, g]) + g2 * out[b, lanes + g]
+            # (a[(g+1)M], a[(g+1)M + 1]) of every segment, from the last one backwards, float64
+            c = 0.0
+            d = 0.0
+            first[lanes - 1] = np.float32(0.0)
+            second[lanes - 1] = np.float32(0.0)
+            for g in range(lanes - 1, 0, -1):
+                c, d = (
+                    np.float64(head[g]) + p1_64[m - 1] * c + p2_64[m - 1] * d,
+                    np.float64(out[b, g]) + p1_64[m - 2] * c + p2_64[m - 2] * d,
+                )
+                first[g - 1] = np.float32(c)
+                second[g - 1] = np.float32(d)
+            for t in range(m - 1):
+                q1 = p1[m - 2 - t]
+                q2 = p2[m - 2 - t]
+                target = out[b, t * lanes : (t + 1) * lanes]
+                for g in range(lanes):
+                    target[g] = target[g] + (q1 * first[g] + q2 * second[g])
+            target = out[b, (m - 1) * lanes : m * lanes]
+            for g in range(lanes):
+                target[g] = first[g]
 
     def ar2_adjoint(residual, g1, g2, gain, out):
         """Transpose of :func:`ar2_forward` (``residual − 0`` is exact in float32)."""
@@ -208,5 +314,5 @@ if HAVE_NUMBA:
                 out[b, t] = buffer[ranks[t]]
 
 else:  # pragma: no cover
-    ar2_forward = ar2_adjoint = ar2_adjoint_residual = subtract_boundary = proximal_pass = accumulate = None
+    ar2_forward = ar2_adjoint = ar2_adjoint_residual = ar2_segment_forward = ar2_segment_adjoint_residual = subtract_boundary = proximal_pass = accumulate = None
     expanding_quantile = None
