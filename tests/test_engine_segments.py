@@ -158,3 +158,37 @@ def test_segmented_solve_is_batch_invariant():
     alone = solve_block(_problem(False), traces[2:3], lam=0.0, backend="numpy", reconvolution=False)
     np.testing.assert_array_equal(np.asarray(alone.activity)[0], np.asarray(batch.activity)[2])
     assert alone.iterations[0] == batch.iterations[2]
+
+
+# ----------------------------------------------------------------- sequential group kernels
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="Numba kernels")
+def test_row_groups_are_balanced_and_bounded():
+    for rows in range(0, 45):
+        groups = _kernels.row_groups(rows)
+        assert sum(stop - first for first, stop in groups) == rows
+        assert all(stop - first <= _kernels.GROUP_MAX for first, stop in groups)
+        sizes = [stop - first for first, stop in groups]
+        assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="Numba kernels")
+def test_sequential_kernels_do_not_depend_on_the_group():
+    """Every row gets the same arithmetic whatever group size it runs in."""
+    spikes, noise = _data(23, 700, seed=7)
+    forward = _sequential_forward(spikes)
+    adjoint = np.empty_like(spikes)
+    _kernels.ar2_adjoint_residual(forward, noise, G1, G2, GAIN, adjoint)
+    for rows in (1, 3, 4, 7, 10, 11, 20):
+        part_forward = _sequential_forward(spikes[:rows].copy())
+        part_adjoint = np.empty_like(part_forward)
+        _kernels.ar2_adjoint_residual(forward[:rows].copy(), noise[:rows].copy(), G1, G2, GAIN, part_adjoint)
+        np.testing.assert_array_equal(part_forward, forward[:rows])
+        np.testing.assert_array_equal(part_adjoint, adjoint[:rows])
+    # the recursion itself, row 0 alone, written out
+    expected = np.zeros(700, dtype=np.float32)
+    a = b = np.float32(0.0)
+    for t in range(1, 700):
+        v = (G1 * a + G2 * b) + spikes[0, t - 1] * GAIN
+        expected[t] = v
+        a, b = v, a
+    np.testing.assert_array_equal(forward[0], expected)
