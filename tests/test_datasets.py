@@ -208,6 +208,27 @@ def test_resume_skips_finished_chunks_and_refuses_other_parameters(tmp_path, tra
     assert_equals_in_memory(out, in_memory(traces[::-1]))
 
 
+def test_a_raising_progress_callback_stops_the_run_and_keeps_what_was_stored(tmp_path, traces, expected):
+    """The callback's exception reaches the caller (it used to die on the writer thread);
+    every chunk stored before it is listed, and a resume finishes the rest."""
+    np.save(tmp_path / "in.npy", traces)
+    out = tmp_path / "out.zarr"
+    calls = []
+
+    def stop_after_two(cells):
+        calls.append(cells)
+        if len(calls) == 2:
+            raise RuntimeError("the user's callback failed")
+
+    with pytest.raises(RuntimeError, match="the user's callback failed"):
+        deconvolve_dataset(tmp_path / "in.npy", out, chunk_cells=10, progress=stop_after_two, **SOLVE)
+    assert len(calls) == 2
+    assert 2 <= _done_chunks(out) < 5
+    again = deconvolve_dataset(tmp_path / "in.npy", out, **SOLVE)
+    assert again.chunks_resumed + again.chunks_solved == 5 and again.chunks_solved >= 1
+    assert_equals_in_memory(out, expected)
+
+
 _CHILD = textwrap.dedent(
     """
     import sys, time

@@ -609,6 +609,18 @@ def _run_local(data: TraceSource, store: OutputStore, manifest: dict, pending: l
     reader = _Reader(data, pending, chunk)
     writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calab-writer")
     writing: concurrent.futures.Future | None = None
+    # The progress callback runs on the writer thread as soon as a chunk is listed; an
+    # exception it raises would die there (concurrent.futures only logs it), so it is kept
+    # and raised here, after the chunk in flight has been stored.
+    callback_errors: list[BaseException] = []
+
+    def report(done: concurrent.futures.Future, cells: int) -> None:
+        if done.exception() is None and advance is not None and not callback_errors:
+            try:
+                advance(cells)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                callback_errors.append(exc)
+
     reader.start()
     try:
         while True:
@@ -623,14 +635,17 @@ def _run_local(data: TraceSource, store: OutputStore, manifest: dict, pending: l
             del block
             if writing is not None:
                 writing.result()
+            if callback_errors:
+                break
             writing = writer.submit(finish, index, start, stop, results)
-            if advance is not None:
-                writing.add_done_callback(lambda f, n=stop - start: f.exception() is None and advance(n))
+            writing.add_done_callback(lambda f, n=stop - start: report(f, n))
         if writing is not None:
             writing.result()
     finally:
         reader.stop()
         writer.shutdown(wait=True)  # a chunk being written is finished and listed
+    if callback_errors:
+        raise callback_errors[0]
 
 
 def _run_distributed(data: TraceSource, store: OutputStore, manifest: dict, pending: list[int],
