@@ -5,8 +5,11 @@ spike train ``1[x̂ ≥ θ]``, the AR(2) forward recursion (the reference's floa
 order) and, in the same pass, the float64 sums the least-squares fit needs; the residual
 sum of squares then follows from the sums in closed form
 (``Σ(y − αc − b)² = Syy − 2αScy − 2bSy + α²Scc + 2αbSc + b²N``), so nothing of length
-``n`` is stored per candidate.  Eight candidates of a row advance together: their
-recursions are independent chains that fill the CPU pipeline.
+``n`` is stored per candidate.  Thirty-two candidates of a row advance together: their
+recursions are independent chains, and with 32 lanes LLVM vectorises the loops over them
+(measured 2-2.5x faster per candidate than 8 lanes, whose loops stayed scalar; 32 is
+also the noise-floor scan's block).  Each candidate's arithmetic does not depend on its
+lane, so the lane count does not change any result.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 __all__ = ["HAVE_NUMBA", "LANES", "threshold_sse"]
 
-LANES = 8
+LANES = 32
 
 try:
     from numba import njit
