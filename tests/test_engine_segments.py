@@ -192,3 +192,26 @@ def test_sequential_kernels_do_not_depend_on_the_group():
         expected[t] = v
         a, b = v, a
     np.testing.assert_array_equal(forward[0], expected)
+
+
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="Numba kernels")
+@pytest.mark.parametrize("box", [True, False])
+def test_fused_proximal_pass_equals_the_two_passes(box):
+    rng = np.random.default_rng(11)
+    rows, n = 7, 5003
+    x = rng.random((rows, n)).astype(np.float32)
+    y = rng.random((rows, n)).astype(np.float32)
+    gradient = rng.standard_normal((rows, n)).astype(np.float32)
+    threshold = rng.random(rows).astype(np.float32) * np.float32(0.1)
+    momentum = rng.random(rows).astype(np.float32)
+    step = np.float32(0.37)
+    x1, y1, x2, y2 = (np.empty_like(x) for _ in range(4))
+    sums1 = [np.empty(rows) for _ in range(3)]
+    sums2 = [np.empty(rows) for _ in range(3)]
+    _kernels.proximal_pass(x, y, gradient, step, threshold, momentum, box, x1, y1)
+    _kernels.accumulate(x, y, x1, *sums1)
+    _kernels.proximal_accumulate(x, y, gradient, step, threshold, momentum, box, x2, y2, *sums2)
+    np.testing.assert_array_equal(x2, x1)  # the float32 part keeps its exact order
+    np.testing.assert_array_equal(y2, y1)
+    for a, b in zip(sums1, sums2):
+        np.testing.assert_allclose(b, a, rtol=1e-12)

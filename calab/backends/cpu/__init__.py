@@ -190,13 +190,12 @@ class NumpyBackend(Backend):
         momentum = ((state.t - 1.0) / t_next).astype(np.float32)
         x_new = np.empty_like(state.x)
         y_new = np.empty_like(state.y)
-        _kernels.proximal_pass(
-            state.x, state.y, np.ascontiguousarray(gradient, dtype=np.float32), plan.step32,
-            threshold, momentum, plan.constraint == "box01", x_new, y_new,
-        )
         rows = state.x.shape[0]
         change, size, restart_signal = np.empty(rows), np.empty(rows), np.empty(rows)
-        _kernels.accumulate(state.x, state.y, x_new, change, size, restart_signal)
+        _kernels.proximal_accumulate(
+            state.x, state.y, np.ascontiguousarray(gradient, dtype=np.float32), plan.step32,
+            threshold, momentum, plan.constraint == "box01", x_new, y_new, change, size, restart_signal,
+        )
         k = state.k + 1
         restart = (k > 1) & (restart_signal > 0)
         if restart.any():

@@ -8,9 +8,10 @@ They are the CPU twins of the CUDA kernels (``calab/backends/cuda/kernels/*.cu``
   the CPU pipeline and run ~10x faster than ``scipy.signal.lfilter`` row by row.
 * ``ar2_segment_forward`` / ``ar2_segment_adjoint_residual`` — the segmented recursions
   of :mod:`calab.engine.segments` (opt-in: other float32 rounding).
-* ``proximal_pass`` + ``accumulate`` — the FISTA proximal step and extrapolation
-  (exact float32, vectorised) and the per-cell float64 accumulators of the restart and
-  convergence tests, in two passes over memory instead of a dozen NumPy passes.
+* ``proximal_accumulate`` — the FISTA proximal step and extrapolation (exact float32,
+  vectorised) and the per-cell float64 accumulators of the restart and convergence tests,
+  in one pass over memory instead of a dozen NumPy passes (``proximal_pass`` +
+  ``accumulate``: the same, in two passes).
 
 All functions release the GIL (``nogil``) so the backend's thread pool runs cell blocks
 on every core.  When Numba is missing (or ``CALAB_DISABLE_NUMBA=1``) the backend falls
@@ -54,6 +55,7 @@ __all__ = [
     "ar2_forward",
     "ar2_segment_adjoint_residual",
     "ar2_segment_forward",
+    "proximal_accumulate",
     "proximal_pass",
     "row_groups",
     "subtract_boundary",
@@ -286,6 +288,55 @@ def {name}(model, data, first, stop, g1, g2, gain, out):
             for p in range(edge):
                 full[b, start + p] -= correction[p]
 
+    @njit(nogil=True, cache=True, fastmath={"reassoc"})
+    def _sum(total, value):  # pragma: no cover - compiled
+        """``total + value`` with reassociation allowed: only these additions carry the flag
+        once inlined, so a caller's float32 arithmetic keeps its exact order while its
+        float64 sums vectorise (as in :func:`accumulate`)."""
+        return total + value
+
+    @njit(nogil=True, cache=True)
+    def proximal_accumulate(x, y, gradient, step, threshold, momentum, box, x_new, y_new, change, size, restart_signal):  # pragma: no cover
+        """:func:`proximal_pass` and :func:`accumulate` in one pass over memory (same results)."""
+        rows, n = x.shape
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        for b in range(rows):
+            shrink = threshold[b]
+            mu = momentum[b]
+            c = 0.0
+            s = 0.0
+            r = 0.0
+            if box:
+                for i in range(n):
+                    old = x[b, i]
+                    previous = y[b, i]
+                    new = min(max((previous - step * gradient[b, i]) - shrink, zero), one)
+                    x_new[b, i] = new
+                    y_new[b, i] = min(max(new + mu * (new - old), zero), one)
+                    old64 = np.float64(old)
+                    new64 = np.float64(new)
+                    delta = new64 - old64
+                    c = _sum(c, delta * delta)
+                    s = _sum(s, old64 * old64)
+                    r = _sum(r, (np.float64(previous) - new64) * delta)
+            else:
+                for i in range(n):
+                    old = x[b, i]
+                    previous = y[b, i]
+                    new = max((previous - step * gradient[b, i]) - shrink, zero)
+                    x_new[b, i] = new
+                    y_new[b, i] = max(new + mu * (new - old), zero)
+                    old64 = np.float64(old)
+                    new64 = np.float64(new)
+                    delta = new64 - old64
+                    c = _sum(c, delta * delta)
+                    s = _sum(s, old64 * old64)
+                    r = _sum(r, (np.float64(previous) - new64) * delta)
+            change[b] = c
+            size[b] = s
+            restart_signal[b] = r
+
     @njit(nogil=True, cache=True)
     def proximal_pass(x, y, gradient, step, threshold, momentum, box, x_new, y_new):  # pragma: no cover
         """Proximal step and extrapolation into ``x_new``/``y_new``, exactly in float32.
@@ -358,4 +409,5 @@ def {name}(model, data, first, stop, g1, g2, gain, out):
 
 else:  # pragma: no cover
     ar2_forward = ar2_adjoint = ar2_adjoint_residual = ar2_segment_forward = ar2_segment_adjoint_residual = subtract_boundary = proximal_pass = accumulate = None
+    proximal_accumulate = None
     expanding_quantile = None
