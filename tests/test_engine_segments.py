@@ -23,11 +23,18 @@ G1, G2, GAIN = OPERATOR.coefficients32
 
 
 def _sequential_forward(batch):
+    """The recursion in the reference's float32 order (compiled, or a loop over time)."""
     out = np.empty_like(batch)
     if _kernels.HAVE_NUMBA:
         _kernels.ar2_forward(np.ascontiguousarray(batch), G1, G2, GAIN, out)
         return out
-    return get_backend("numpy").ar2_forward(batch, G1, G2, GAIN)
+    out[:, 0] = 0.0
+    a = np.zeros(batch.shape[0], dtype=np.float32)
+    b = np.zeros_like(a)
+    for t in range(1, batch.shape[1]):
+        a, b = (G1 * a + G2 * b) + batch[:, t - 1] * GAIN, a
+        out[:, t] = a
+    return out
 
 
 def _truth_forward(batch):
