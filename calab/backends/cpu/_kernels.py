@@ -20,6 +20,7 @@ back to SciPy/NumPy array code with the same results.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -64,11 +65,12 @@ __all__ = [
 
 
 
-def row_groups(rows: int) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=256)
+def row_groups(rows: int) -> tuple[tuple[int, int], ...]:
     """``(first, stop)`` of balanced groups of at most ``GROUP_MAX`` rows covering ``rows``."""
     count = -(-rows // GROUP_MAX)
     edges = [rows * k // count for k in range(count + 1)] if count else [0]
-    return list(zip(edges[:-1], edges[1:]))
+    return tuple(zip(edges[:-1], edges[1:]))
 
 
 if HAVE_NUMBA:
