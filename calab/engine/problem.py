@@ -267,7 +267,8 @@ class Problem:
         True: the banded AR(2) recursions run in the reference's sequential float32
         order.  False: a backend may evaluate them in segments
         (:mod:`calab.engine.segments`: the same operator, other float32 rounding, a much
-        shorter dependency chain); InDeCa's long upsampled traces use this.
+        shorter dependency chain).  No calab function sets it: InDeCa keeps the
+        reference's order, which its parity with 0.3.0 needs (bench/README.md, InDeCa).
     """
 
     operator: OperatorSpec
