@@ -130,3 +130,21 @@ def test_memory_bounded_row_blocks_do_not_change_results(monkeypatch):
     np.testing.assert_array_equal(whole.s_counts, chunked.s_counts)
     np.testing.assert_array_equal(whole.alpha, chunked.alpha)
     np.testing.assert_array_equal(whole.filtered_trace, chunked.filtered_trace)
+
+
+def test_private_keep_up_returns_the_binary_train_behind_the_counts():
+    """The study hook (tools/cadecon_update_study.py) returns the train the counts come from."""
+    from calab.backends import get_backend
+    from calab.indeca.solve import _solve_block
+
+    sim = calab.simulate(calab.presets.gcamp6f(num_cells=3, num_timepoints=600, seed=3))
+    raw = np.asarray(sim.traces, dtype=np.float64)
+    params = dict(tau_rise=0.1, tau_decay=0.6, fs=30.0, factor=3, max_iters=200, tol=1e-4, lambda_=0.0,
+                  hp=True, lp=True, noise_constrained=True)
+    plain = _solve_block(get_backend("numpy"), raw, None, params)
+    kept = _solve_block(get_backend("numpy"), raw, None, {**params, "keep_up": True})
+    assert "s_binary" not in plain
+    assert kept["s_binary"].shape == kept["work_up"].shape == (3, 1800)
+    assert kept["s_binary"].sum() > 0
+    np.testing.assert_array_equal(binary_to_counts(np, kept["s_binary"], 3), kept["s_counts"])
+    np.testing.assert_array_equal(plain["s_counts"], kept["s_counts"])

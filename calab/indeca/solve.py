@@ -110,6 +110,9 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
             return apply_operator(problem, batch, backend=backend)
 
         best_counts = np.zeros((rows, length), dtype=np.float32)
+        # params["keep_up"] (private, no public function sets it): also return the up-rate
+        # binary train and working trace, for tools/cadecon_update_study.py.
+        best_binary = np.zeros((rows, n), dtype=np.float32) if params.get("keep_up") else None
         best_alpha = np.zeros(rows)
         best_base = np.zeros(rows)
         best_theta = np.zeros(rows)
@@ -151,6 +154,8 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
                 take_d = backend.asarray(np.flatnonzero(better), dtype=np.int64)
                 counts = binary_to_counts(xp, found.binary[take_d], factor)
                 best_counts[take] = np.asarray(backend.to_numpy(counts), dtype=np.float32)
+                if best_binary is not None:
+                    best_binary[take] = np.asarray(backend.to_numpy(found.binary[take_d]), dtype=np.float32)
                 best_alpha[take] = found.alpha[better]
                 best_base[take] = found.baseline[better]
                 best_theta[take] = found.threshold[better]
@@ -172,6 +177,8 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
         "iterations": best_iterations,
         "converged": best_converged,
         "filtered_trace": filtered[:, :length],
+        **({} if best_binary is None else
+           {"s_binary": best_binary, "work_up": np.asarray(backend.to_numpy(work), dtype=np.float32)}),
     }
 
 
