@@ -95,14 +95,14 @@ def errors(taus: tuple[float, float], true: tuple[float, float]) -> str:
     return f"{taus[0]:.3f} / {taus[1]:.3f} | {peak:+.0%} | {taus[1] / true[1] - 1:+.0%}"
 
 
-def study(case: str, cells: int, minutes: float, seed: int, loop: int) -> None:
+def study(case: str, cells: int, minutes: float, seed: int, loop: int, poisson_hz: float | None = None) -> None:
     name, _, speed = case.partition("*")
-    spec = scenario(name, name, speed=float(speed or 1))
+    spec = scenario(name, name, speed=float(speed or 1), poisson_hz=poisson_hz)
     sim, true = simulate(spec, cells, minutes, seed)
     fs = spec["fs"]
     raw = np.asarray(sim.traces, dtype=np.float64)
     groups = np.array_split(np.arange(cells), GROUPS)
-    label = name + (f" x{speed}" if speed else "")
+    label = name + (f" x{speed}" if speed else "") + (f" Poisson {poisson_hz:g} Hz" if poisson_hz else "")
     solved = solve_with_binary(raw, true, fs)
     frame_length = math.ceil(5 * true[1] * fs)
     truth = app_update(solved["filtered_trace"], np.asarray(sim.spikes, np.float32), np.ones(cells),
@@ -134,12 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--loop", type=int, default=0, help="also iterate the up-rate update this many times")
     parser.add_argument("--upsample", type=int, default=UPSAMPLE, help="the solves' upsampling factor")
+    parser.add_argument("--poisson", type=float, default=None, help="Poisson spikes at this rate instead of the bursts")
     args = parser.parse_args(argv)
     globals()["UPSAMPLE"] = args.upsample
     print("| case | true τr / τd (s) | update | fitted τr / τd (s) | peak-time error | τd error |")
     print("|---|---|---|---|---|---|")
     for case in args.cases.split(","):
-        study(case, args.cells, args.minutes, args.seed, args.loop)
+        study(case, args.cells, args.minutes, args.seed, args.loop, args.poisson)
     return 0
 
 
