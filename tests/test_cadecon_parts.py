@@ -221,3 +221,16 @@ def test_control_pause_resume_stop_across_threads():
     with pytest.raises(StopRequested):
         control.checkpoint()
     assert control.stopped and not control.finalize_on_stop
+
+
+def test_autocovariance_start_uses_a_sixth_of_the_decay_when_the_rise_is_unresolved():
+    from calab.cadecon.initialization import AutocovarianceEstimate
+
+    empty = np.zeros(0)
+    unresolved = AutocovarianceEstimate(float("nan"), 0.6, False, empty, empty, empty, 5)
+    assert unresolved.starting_taus() == pytest.approx((0.1, 0.6))
+    resolved = AutocovarianceEstimate(0.05, 0.6, True, empty, empty, empty, 5)
+    assert resolved.starting_taus() == pytest.approx((0.05, 0.6))
+    # a resolved rise is kept inside [5 ms, half the decay]
+    assert AutocovarianceEstimate(0.001, 0.6, True, empty, empty, empty, 5).starting_taus()[0] == 0.005
+    assert AutocovarianceEstimate(0.5, 0.6, True, empty, empty, empty, 5).starting_taus()[0] == pytest.approx(0.3)

@@ -47,14 +47,14 @@ from calab.indeca import kernel_estimation  # noqa: E402
 from calab.indeca import solve as indeca_solve  # noqa: E402
 from calab.indeca.biexp import fit_biexponentials  # noqa: E402
 
-UPSAMPLE = 3  # the loop's default at 30 Hz (upsample_target 100 Hz)
+UPSAMPLE = 3  # the loop's default at 30 Hz (upsample_target 100 Hz); --upsample changes it
 GROUPS = 4  # cells are split into this many "subsets"; the median over them is the update
 SETTINGS = DeconConfig().resolved()
 
 
-def solve_with_binary(raw: np.ndarray, taus: tuple[float, float], fs: float) -> dict:
+def solve_with_binary(raw: np.ndarray, taus: tuple[float, float], fs: float, upsample: int) -> dict:
     """The loop's trace inference, keeping the up-rate binary train and working trace."""
-    params = dict(tau_rise=taus[0], tau_decay=taus[1], fs=fs, factor=UPSAMPLE, max_iters=SETTINGS.trace_max_iters,
+    params = dict(tau_rise=taus[0], tau_decay=taus[1], fs=fs, factor=upsample, max_iters=SETTINGS.trace_max_iters,
                   tol=SETTINGS.trace_tol, lambda_=0.0, hp=True, lp=True, noise_constrained=True, keep_up=True)
     return indeca_solve._solve_block(get_backend("numpy"), raw, None, params)
 
@@ -81,21 +81,25 @@ def app_update(filtered, spikes, alphas, baselines, groups, length: int, fs: flo
     return merged_fit(list(kernels), fs)
 
 
-def up_rate_update(solved: dict, groups, length: int, fs: float) -> tuple[float, float]:
+def up_rate_update(solved: dict, groups, length: int, fs: float, upsample: int) -> tuple[float, float]:
     kernels = []
     for rows in groups:
         rows = rows[(solved["alpha"][rows] != 0) & (solved["s_binary"][rows].sum(axis=1) > 0)]
         kernels.append(nonnegative_kernel(solved["work_up"][rows], solved["s_binary"][rows],
                                           solved["alpha"][rows], solved["baseline"][rows], length))
-    return merged_fit(kernels, fs * UPSAMPLE)
+    return merged_fit(kernels, fs * upsample)
+
+
+def peak_error(taus: tuple[float, float], true: tuple[float, float]) -> str:
+    return f"{tau_to_shape(*taus)[0] / tau_to_shape(*true)[0] - 1:+.0%}"
 
 
 def errors(taus: tuple[float, float], true: tuple[float, float]) -> str:
-    peak = tau_to_shape(*taus)[0] / tau_to_shape(*true)[0] - 1
-    return f"{taus[0]:.3f} / {taus[1]:.3f} | {peak:+.0%} | {taus[1] / true[1] - 1:+.0%}"
+    return f"{taus[0]:.3f} / {taus[1]:.3f} | {peak_error(taus, true)} | {taus[1] / true[1] - 1:+.0%}"
 
 
-def study(case: str, cells: int, minutes: float, seed: int, loop: int, poisson_hz: float | None = None) -> None:
+def study(case: str, cells: int, minutes: float, seed: int, loop: int, upsample: int,
+          poisson_hz: float | None = None) -> None:
     name, _, speed = case.partition("*")
     spec = scenario(name, name, speed=float(speed or 1), poisson_hz=poisson_hz)
     sim, true = simulate(spec, cells, minutes, seed)
@@ -103,26 +107,23 @@ def study(case: str, cells: int, minutes: float, seed: int, loop: int, poisson_h
     raw = np.asarray(sim.traces, dtype=np.float64)
     groups = np.array_split(np.arange(cells), GROUPS)
     label = name + (f" x{speed}" if speed else "") + (f" Poisson {poisson_hz:g} Hz" if poisson_hz else "")
-    solved = solve_with_binary(raw, true, fs)
+    solved = solve_with_binary(raw, true, fs, upsample)
     frame_length = math.ceil(5 * true[1] * fs)
     truth = app_update(solved["filtered_trace"], np.asarray(sim.spikes, np.float32), np.ones(cells),
                        solved["baseline"], groups, frame_length, fs)
     app = app_update(solved["filtered_trace"], solved["s_counts"], solved["alpha"], solved["baseline"],
                      groups, frame_length, fs)
-    up = up_rate_update(solved, groups, frame_length * UPSAMPLE, fs)
+    up = up_rate_update(solved, groups, frame_length * upsample, fs, upsample)
     for what, taus in (("app update, true counts", truth), ("app update, solver counts", app),
                        ("up-rate update, solver binary", up)):
         print(f"| {label} | {true[0]:.3f} / {true[1]:.3f} | {what} | {errors(taus, true)} |", flush=True)
     if loop:
-        estimate = autocovariance_taus(raw, fs)
-        tau_decay = estimate.tau_decay
-        tau_rise = estimate.tau_rise if estimate.rise_resolved else tau_decay / 6
-        taus = (min(max(tau_rise, 0.005), 0.5 * tau_decay), tau_decay)
-        length = math.ceil(5 * tau_decay * fs) * UPSAMPLE
-        trail = [f"start {errors(taus, true).split(' | ')[1]}"]
+        taus = autocovariance_taus(raw, fs).starting_taus()  # the loop's start
+        length = math.ceil(5 * taus[1] * fs) * upsample
+        trail = [f"start {peak_error(taus, true)}"]
         for _ in range(loop):
-            taus = up_rate_update(solve_with_binary(raw, taus, fs), groups, length, fs)
-            trail.append(errors(taus, true).split(" | ")[1])
+            taus = up_rate_update(solve_with_binary(raw, taus, fs, upsample), groups, length, fs, upsample)
+            trail.append(peak_error(taus, true))
         print(f"| {label} | up-rate loop, peak-time error per iteration | {', '.join(trail)} |", flush=True)
 
 
@@ -136,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsample", type=int, default=UPSAMPLE, help="the solves' upsampling factor")
     parser.add_argument("--poisson", type=float, default=None, help="Poisson spikes at this rate instead of the bursts")
     args = parser.parse_args(argv)
-    globals()["UPSAMPLE"] = args.upsample
     print("| case | true τr / τd (s) | update | fitted τr / τd (s) | peak-time error | τd error |")
     print("|---|---|---|---|---|---|")
     for case in args.cases.split(","):
-        study(case, args.cells, args.minutes, args.seed, args.loop, args.poisson)
+        study(case, args.cells, args.minutes, args.seed, args.loop, args.upsample, args.poisson)
     return 0
 
 

@@ -62,6 +62,16 @@ class AutocovarianceEstimate(NamedTuple):
     noise: np.ndarray
     n_used: int
 
+    def starting_taus(self) -> tuple[float, float]:
+        """``(tau_rise, tau_decay)`` the loop starts from (``tau_decay`` must be finite).
+
+        The autocovariance rarely resolves a rise under ~one frame: the first kernel fit
+        supplies it.  Until then a rise of a sixth of the decay (the presets' typical
+        ratio), kept within ``[0.005 s, tau_decay / 2]``.
+        """
+        tau_rise = self.tau_rise if self.rise_resolved else self.tau_decay / 6
+        return min(max(tau_rise, 0.005), 0.5 * self.tau_decay), self.tau_decay
+
 
 def noise_sigma(traces: np.ndarray) -> np.ndarray:
     """White-noise SD per row: root mean power over the top half of the rFFT bins.

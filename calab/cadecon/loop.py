@@ -168,12 +168,7 @@ def _starting_kernel(run: _Run, subsets: list[Subset]) -> tuple[tuple[float, flo
                 "ar_tau_decay": None if math.isnan(estimate.tau_decay) else estimate.tau_decay}
         if not math.isfinite(estimate.tau_decay):
             return FALLBACK_TAUS, {**info, "fallback": True}
-        tau_decay = estimate.tau_decay
-        # The autocovariance rarely resolves a rise under ~one frame: the first kernel fit
-        # supplies it.  Until then a rise of a sixth of the decay (the presets' typical ratio).
-        tau_rise = estimate.tau_rise if estimate.rise_resolved else tau_decay / 6
-        tau_rise = min(max(tau_rise, 0.005), 0.5 * tau_decay)
-        return (tau_rise, tau_decay), info
+        return estimate.starting_taus(), info
     # "peaks": the app's seed phase (spec §6.3) on the raw windowed traces.
     windows = [run.window(subset) for subset in subsets]
     seeded = _blocks.seed(np.concatenate(windows), run.fs)
