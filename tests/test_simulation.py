@@ -873,3 +873,18 @@ def test_any_valid_config_gives_well_formed_output(overrides):
     assert not result.traces[silent].any()  # no signal -> exactly zero trace
     for gt in result.ground_truth:
         assert 0 < gt.tau_rise_s < gt.tau_decay_s and gt.alpha > 0 and gt.snr > 0
+
+
+def test_a_kernel_too_fast_for_the_simulation_rate_gives_zero_calcium_not_nan():
+    """Hypothesis found it: tau_decay_cv=3 can draw a decay of ~1e-5 s, whose kernel underflows
+    to 0 at every 10-Hz sample (peak 0); the cell then has no calcium response instead of 0/0."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = simulate(num_cells=2, num_timepoints=50, fs_hz=5.0, spike_sim_hz=10.0, seed=1,
+                          kernel={"tau_rise_s": 1e-6, "tau_decay_s": 2e-6},
+                          spike_model={"model_type": "poisson", "rate_hz": 1.0})
+    clean = np.stack([c.clean_calcium for c in result.ground_truth])
+    assert np.all(np.isfinite(clean)) and np.all(clean == 0)
+    assert np.all(np.isfinite(result.traces))

@@ -632,7 +632,10 @@ def calcium_from_events(
             carried *= sign * frame_gain[:, None]
             carried += sign * _scatter_sum(flat, head, size).reshape(n_rows, n)
             calcium += carried
-    calcium /= (peak * b)[:, None]
+    # A kernel too fast for spike_sim_hz underflows to 0 at every sample (peak 0): no response.
+    scale = peak * b
+    np.divide(calcium, scale[:, None], out=calcium, where=scale[:, None] > 0)
+    calcium[~(scale > 0)] = 0.0
     # Cancellation between the two exponentials can leave -1e-16-sized values; the true
     # convolution of non-negative spikes with a non-negative kernel is >= 0.
     np.maximum(calcium, 0.0, out=calcium)
