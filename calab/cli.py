@@ -278,11 +278,19 @@ def _run_native_cadecon(traces: np.ndarray, fs: float, args: argparse.Namespace)
                          **overrides)
     meta = result.metadata
     if meta["tau_rise"] is not None:
-        converged = (f"converged at iteration {meta['converged_at_iteration']}" if meta["converged"]
-                     else "not converged")
         print(f"Learned kernel: tau_rise {meta['tau_rise']:.4f} s, tau_decay {meta['tau_decay']:.4f} s "
-              f"({meta['num_iterations']} iterations, {converged})", file=sys.stderr)
+              f"({_kernel_source(meta)})", file=sys.stderr)
     return result
+
+
+def _kernel_source(meta: dict) -> str:
+    """How run_cadecon found its kernel, in words (from its metadata)."""
+    start = meta.get("initialization", {})
+    if not start.get("refined", True) and start.get("method") == "bispectrum":
+        return "fitted to the phase of the traces' bispectrum, no refinement rounds"
+    converged = (f"converged at iteration {meta['converged_at_iteration']}" if meta["converged"]
+                 else "not converged")
+    return f"{start.get('method', 'given')} start, {meta['num_iterations']} refinement iterations, {converged}"
 
 
 # --------------------------------------------------------------------------- deconvolve
@@ -542,7 +550,7 @@ def _demo_cadecon(traces: np.ndarray, spikes: np.ndarray, fs: float, true_taus: 
     from calab.cadecon.shape import tau_to_shape
 
     cells = min(max_cells, traces.shape[0])
-    print(f"Automated deconvolution (CaDecon loop, kernel learned from the data) on {cells} cells:")
+    print(f"Automated deconvolution (CaDecon, kernel learned from the data) on {cells} cells:")
     started = time.perf_counter()
     result = run_cadecon(traces[:cells], fs, backend=backend, progress=None if _stderr_is_tty() else False)
     elapsed = time.perf_counter() - started
@@ -552,8 +560,7 @@ def _demo_cadecon(traces: np.ndarray, spikes: np.ndarray, fs: float, true_taus: 
         return
     learned = (meta["tau_rise"], meta["tau_decay"])
     true_peak, learned_peak = tau_to_shape(*true_taus)[0], tau_to_shape(*learned)[0]
-    print(f"  done in {elapsed:.1f} s, {meta['num_iterations']} iterations"
-          f"{', converged' if meta['converged'] else ''}")
+    print(f"  done in {elapsed:.1f} s (kernel {_kernel_source(meta)})")
     print(f"  kernel     true: tau_rise {true_taus[0]:.3f} s, tau_decay {true_taus[1]:.3f} s, peak at {1000 * true_peak:.0f} ms")
     print(f"          learned: tau_rise {learned[0]:.3f} s, tau_decay {learned[1]:.3f} s, peak at {1000 * learned_peak:.0f} ms "
           f"(decay {100 * (learned[1] / true_taus[1] - 1):+.1f}%, peak {100 * (learned_peak / true_peak - 1):+.1f}%)")

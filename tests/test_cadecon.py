@@ -19,7 +19,7 @@ import calab
 from calab.cadecon import CaDeconControl, CaDeconWarning, DeconConfig, run_cadecon
 from calab.cadecon.shape import tau_to_shape
 
-FAST = dict(upsample_target=100, num_subsets=4, max_iterations=4, progress=False, backend="numpy")
+FAST = dict(upsample_target=100, num_subsets=4, max_iterations=4, refine=True, progress=False, backend="numpy")
 DOCUMENTED_KEYS = ("tau_rise", "tau_decay", "beta", "tau_rise_fast", "tau_decay_fast", "beta_fast", "residual",
                    "h_free", "num_iterations", "converged", "converged_at_iteration", "schema_version",
                    "calab_version", "solver_version", "export_date")
@@ -196,7 +196,7 @@ def test_given_starting_kernel(population):
     small = population[0][:12, :1200]
     given = run_cadecon(small, 30.0, **{**FAST, "max_iterations": 1, "num_subsets": 3},
                         config=DeconConfig(tau_rise=0.05, tau_decay=0.3))
-    assert given.metadata["initialization"] == {"method": "given"}
+    assert given.metadata["initialization"] == {"method": "given", "refined": True}
     assert given.metadata["start_tau_decay"] == 0.3
     # the free kernel spans 5 starting decay constants
     assert len(given.metadata["h_free"]) == math.ceil(5 * 0.3 * 30.0)

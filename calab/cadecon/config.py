@@ -62,11 +62,18 @@ class DeconConfig(BaseModel):
     seed: int | None = Field(None, description="Random seed for subset placement")
 
     # ---- native-loop settings (not sent to a browser app)
-    initialization: Literal["autocovariance", "peaks"] | None = Field(
+    initialization: Literal["bispectrum", "autocovariance", "peaks"] | None = Field(
         None,
-        description="Starting kernel when no taus are given: 'autocovariance' (AR(2) fit of the "
-        "traces' autocovariance, noise removed at lag 0) or 'peaks' (the app's peak-seeded "
-        "free kernel, spec §6.3)",
+        description="Starting kernel when no taus are given: 'bispectrum' (both taus fitted to the "
+        "phase of the traces' third-order spectrum; falls back to 'autocovariance' when the data "
+        "carry no third-order signal), 'autocovariance' (AR(2) fit of the traces' autocovariance, "
+        "noise removed at lag 0) or 'peaks' (the app's peak-seeded free kernel, spec §6.3)",
+    )
+    refine: bool | None = Field(
+        None,
+        description="Run the free-kernel refinement iterations (spec §6.4) after the starting kernel. "
+        "Default: not after a bispectral start, which they pull away from the truth "
+        "(docs/cadecon.md); always after given taus and the other starts",
     )
     tau_rise: float | None = Field(None, gt=0, description="Starting rise time constant (s); skips the data-driven start")
     tau_decay: float | None = Field(
@@ -129,7 +136,8 @@ NATIVE_DEFAULTS: dict[str, Any] = {
     "target_coverage": 0.25,
     "aspect_ratio": 1.0,
     "seed": 42,
-    "initialization": "autocovariance",  # evidence
+    "initialization": "bispectrum",  # evidence
+    "refine": None,  # "auto": decided by the start actually used (False after a bispectral one: evidence)
     "patience": 3,
     "min_iterations": 2,
     "selection_window": 3,  # evidence (app: 5)
@@ -158,6 +166,7 @@ class ResolvedConfig:
     aspect_ratio: float
     seed: int
     initialization: str
+    refine: bool | None
     patience: int
     min_iterations: int
     selection_window: int

@@ -20,6 +20,7 @@ import numpy as np
 from calab._validate import check_dynamic_range, check_reference_range, check_real_array
 from calab.cadecon import _blocks
 from calab.cadecon.config import DeconConfig, ResolvedConfig
+from calab.cadecon.bispectrum import bispectral_taus
 from calab.cadecon.initialization import autocovariance_taus, noise_sigma
 from calab.cadecon.progress import CaDeconControl, CaDeconProgress, StopRequested, make_reporter
 from calab.cadecon.result import SCHEMA_VERSION, CaDeconResult, biexp_waveform
@@ -30,6 +31,8 @@ __all__ = ["CaDeconWarning", "run_cadecon"]
 
 #: Taus used when the data give no kernel at all (the app's fallback, spec §6.3).
 FALLBACK_TAUS = (0.2, 1.0)
+#: Above this relative standard error of the bispectral peak time the result carries a warning.
+UNCERTAIN_PEAK_TIME = 0.15
 #: The free kernel spans this many starting decay constants (spec §6.3 step 4).
 KERNEL_LENGTH_DECAYS = 5.0
 #: Fits whose mode is one of these carry no kernel and stay out of the medians.
@@ -111,6 +114,7 @@ class _Run:
         self.warnings: list[str] = []
         self.history: list[dict[str, Any]] = []
         self.iteration = 0
+        self.planned_iterations = settings.max_iterations  # 0 once the run decides not to refine
         self.taus: tuple[float, float] | None = None
         self.rmse: float | None = None
         self.status = "running"
@@ -145,7 +149,7 @@ class _Run:
 
     def _progress(self, phase: str, fraction: float, status: str | None = None) -> CaDeconProgress:
         tau_rise, tau_decay = self.taus if self.taus is not None else (None, None)
-        return CaDeconProgress(self.iteration, self.settings.max_iterations, phase, float(fraction),
+        return CaDeconProgress(self.iteration, self.planned_iterations, phase, float(fraction),
                                tau_rise, tau_decay, self.rmse, status or self.status, tuple(self.history), self.subsets)
 
     def window(self, subset: Subset) -> np.ndarray:
@@ -160,10 +164,23 @@ def _starting_kernel(run: _Run, subsets: list[Subset]) -> tuple[tuple[float, flo
     settings = run.settings
     if settings.tau_rise is not None and settings.tau_decay is not None:
         return (settings.tau_rise, settings.tau_decay), {"method": "given"}
-    if settings.initialization == "autocovariance":
+    bispectral_info: dict[str, Any] = {}
+    if settings.initialization == "bispectrum":
+        found = bispectral_taus(list(run.rows) if run.ragged else run.rows, run.fs, backend=run.backend)
+        bispectral_info = {"bispectrum": found.as_dict()}
+        if math.isfinite(found.tau_rise):
+            if not found.rise_resolved or found.peak_time_se > UNCERTAIN_PEAK_TIME:
+                spread = "" if not math.isfinite(found.peak_time_se) else f" (peak-time standard error {found.peak_time_se:.0%})"
+                run.warn(f"the kernel's rise time is poorly resolved by these data{spread}: tau_rise "
+                         f"{found.tau_rise:.3g} s may be far off; a rise under about half a frame "
+                         f"({0.5 / run.fs:.3g} s) cannot be measured at this frame rate.")
+            return (found.tau_rise, found.tau_decay), {"method": "bispectrum", **bispectral_info}
+        run.warn(f"the bispectral kernel estimate was not usable ({found.reason}); "
+                 "starting from the autocovariance estimate and refining it instead.")
+    if settings.initialization in ("autocovariance", "bispectrum"):
         prefix = np.stack([row[: run.n_frames] for row in run.rows]) if run.ragged else run.rows
         estimate = autocovariance_taus(prefix, run.fs)
-        info = {"method": "autocovariance", "cells_used": estimate.n_used,
+        info = {"method": "autocovariance", **bispectral_info, "cells_used": estimate.n_used,
                 "ar_tau_rise": None if math.isnan(estimate.tau_rise) else estimate.tau_rise,
                 "ar_tau_decay": None if math.isnan(estimate.tau_decay) else estimate.tau_decay}
         if not math.isfinite(estimate.tau_decay):
@@ -445,7 +462,10 @@ def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
         run.taus = start_taus
         kernel_length = max(10, math.ceil(KERNEL_LENGTH_DECAYS * start_taus[1] * fs))
         tracker = ConvergenceTracker(settings.convergence_tol, settings.patience, settings.min_iterations, fs, start_taus)
-        for iteration in range(1, settings.max_iterations + 1):
+        refine = settings.refine if settings.refine is not None else start_info.get("method") != "bispectrum"
+        start_info["refined"] = refine
+        run.planned_iterations = settings.max_iterations if refine else 0
+        for iteration in range(1, (settings.max_iterations if refine else 0) + 1):
             run.iteration = iteration
             if not _iterate(run, subsets, kernel_length, tracker, trail):
                 run.warn("no subset yielded a kernel (no activity found in the subset cells); "
@@ -506,8 +526,10 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
     fitted = merged is not None
     # Quirk (a), fixed: the taus reported are those used for finalisation; the last
     # iteration's subset medians are kept under their own keys.
-    tau_rise, tau_decay = (final_taus if fitted else (None, None))
-    beta = merged["beta"] if fitted else None
+    # Without refinement the starting kernel is the result: report it, peak-normalised.
+    unrefined = not fitted and not start_info.get("refined", True) and final_taus[0] is not None
+    tau_rise, tau_decay = (final_taus if fitted or unrefined else (None, None))
+    beta = merged["beta"] if fitted else (_peak_normaliser(*final_taus) if unrefined else None)
     fast = (merged["tau_rise_fast"], merged["tau_decay_fast"], merged["beta_fast"]) if fitted else (None, None, None)
     # Quirk (b), fixed: h_free of the lowest-index subset that produced a kernel.
     h_free: list[float] = []
@@ -554,6 +576,12 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
         metadata["cells_with_results"] = np.flatnonzero(np.isfinite(alphas)).tolist()
     return CaDeconResult(chosen_activity, np.asarray(alphas, dtype=np.float64), np.asarray(baselines, dtype=np.float64),
                          np.asarray(pves, dtype=np.float64), kernel_slow, kernel_fast, float(fs), metadata)
+
+
+def _peak_normaliser(tau_rise: float, tau_decay: float) -> float:
+    """``1 / max_t (exp(-t/τd) - exp(-t/τr))``: the amplitude of a peak-normalised kernel."""
+    t_peak = tau_rise * tau_decay / (tau_decay - tau_rise) * math.log(tau_decay / tau_rise)
+    return 1.0 / (math.exp(-t_peak / tau_decay) - math.exp(-t_peak / tau_rise))
 
 
 def _upsample_factor(fs: float, target: int) -> int:

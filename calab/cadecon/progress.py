@@ -141,6 +141,8 @@ class _TerminalBar:
         )
 
     def __call__(self, event: CaDeconProgress) -> None:
+        if event.max_iterations != self.bar.total:  # no refinement rounds after a bispectral start
+            self.bar.total = event.max_iterations
         if event.iteration > self.bar.n and event.phase != "finalization":
             self.bar.update(event.iteration - self.bar.n)
         taus = "" if event.tau_rise is None else f" tau_r {event.tau_rise:.3f}s tau_d {event.tau_decay:.3f}s"
