@@ -355,6 +355,8 @@ def _summary(result: Any) -> dict[str, Any]:
         "num_iterations": meta.get("num_iterations"), "converged": meta.get("converged"),
         "converged_at_iteration": meta.get("converged_at_iteration"), "stopped": meta.get("stopped"),
         "finalized": meta.get("finalized"), "warnings": meta.get("warnings", []),
+        "kernel_method": (meta.get("initialization") or {}).get("method"),
+        "refined": (meta.get("initialization") or {}).get("refined"),
         "alphas": [_finite_or_none(v) for v in np.asarray(result.alphas).tolist()],
         "pves": [_finite_or_none(v) for v in np.asarray(result.pves).tolist()],
         "event_rates": [_finite_or_none(v) for v in np.asarray(rates, dtype=np.float64).tolist()],

@@ -289,12 +289,14 @@ function renderRun() {
     // Once complete, the iterations actually finished (a stop interrupts the current one).
     const done = status === "complete" && state.run.summary;
     const iteration = done ? state.run.summary.num_iterations : p.iteration;
-    $("progress-iter").textContent = `Iteration ${iteration} of ${p.max_iterations}`;
+    // No refinement rounds after a bispectral kernel: nothing to count.
+    $("progress-iter").textContent = p.max_iterations > 0 ? `Iteration ${iteration} of ${p.max_iterations}` : "No refinement iterations";
     const pct = status === "complete" ? 100 : Math.round(100 * (p.phase_progress || 0));
     $("progress-pct").textContent = `${pct}%`;
     const overall = status === "complete" ? 1
       : p.phase === "finalization" ? 0.9 + 0.1 * p.phase_progress
-        : Math.min(0.9, (0.9 * Math.max(0, p.iteration - 1 + phaseFraction(p.phase))) / p.max_iterations);
+        : p.max_iterations > 0 ? Math.min(0.9, (0.9 * Math.max(0, p.iteration - 1 + phaseFraction(p.phase))) / p.max_iterations)
+          : 0.3;
     $("progress-fill").style.width = `${(100 * overall).toFixed(1)}%`;
     $("progress-phase").textContent = PHASE_CAPTIONS[p.phase] || p.phase;
   }
@@ -361,10 +363,13 @@ function renderResults() {
       : `rise: ${fmt(ms(s.tau_rise))} ms, decay: ${fmt(ms(s.tau_decay))} ms`;
     const badge = $("result-badge");
     badge.hidden = false;
-    badge.className = `badge ${s.converged ? "converged" : "stopped"}`;
-    badge.textContent = s.converged
-      ? `Converged at iteration ${s.converged_at_iteration}`
-      : s.stopped ? `Stopped at iteration ${s.num_iterations}` : `Ran ${s.num_iterations} iterations (not converged)`;
+    const direct = s.refined === false && s.num_iterations === 0 && !s.stopped;
+    badge.className = `badge ${s.converged || direct ? "converged" : "stopped"}`;
+    badge.textContent = direct
+      ? (s.kernel_method === "bispectrum" ? "Kernel from the bispectral phase (no refinement)" : "Starting kernel (no refinement)")
+      : s.converged
+        ? `Converged at iteration ${s.converged_at_iteration}`
+        : s.stopped ? `Stopped at iteration ${s.num_iterations}` : `Ran ${s.num_iterations} iterations (not converged)`;
   } else {
     $("result-summary").textContent = "Export becomes available after convergence or a manual stop.";
     $("result-badge").hidden = true;
@@ -501,6 +506,10 @@ function renderCharts() {
   const its = state.run.iterations || [];
   const has = its.length > 0;
   $("asymptote-empty").hidden = has;
+  const s = state.run.summary;
+  $("asymptote-empty").textContent = state.run.status === "complete" && s && s.refined === false
+    ? "No refinement iterations: the kernel was fitted to the phase of the traces' bispectrum (see the Kernel shape panel)."
+    : "Run deconvolution to see the asymptote dashboard.";
   const x = its.map((r) => r.iteration);
   const tol = state.run.config ? state.run.config.convergence_tol : null;
   if (has) {
