@@ -47,7 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "spec": {"initialization": "peaks", "upsample_target": 300, "max_iterations": 20, "convergence_tol": 0.005,
              "patience": 3, "min_iterations": 2, "selection_window": 5, "activity": "counts"},
     "peaks": {"initialization": "peaks"},
-    "autocov": {"initialization": "autocovariance"},
+    "autocov": {"initialization": "autocovariance"},  # the default before the bispectral start (loop refines)
+    "bispec+refine": {"initialization": "bispectrum", "refine": True},
     "u100": {"upsample_target": 100},
     "u300": {"upsample_target": 300},
     "patience2": {"patience": 2},
@@ -83,6 +84,7 @@ SUITES: dict[str, list[dict[str, Any]]] = {
         scenario("gcamp6s x3", "gcamp6s", speed=3.0),
         scenario("ogb1 x3", "ogb1", speed=3.0),
         scenario("gcamp6s x3, preset start", "gcamp6s", speed=3.0, start="preset"),
+        scenario("jgcamp8f x3", "jgcamp8f", speed=3.0),
     ],
     "held-out": [
         scenario("gcamp6m", "gcamp6m"),
