@@ -193,7 +193,8 @@ def test_pause_resume_stop_without_finalisation(recording):
     seen = {}
 
     def page(client):
-        client.json("/calab/v1/cadecon/start", {"config": {"max_iterations": 20, "convergence_tol": 1e-6}})
+        # refine: the refinement iterations are what can be paused and stopped part-way
+        client.json("/calab/v1/cadecon/start", {"config": {"max_iterations": 20, "convergence_tol": 1e-6, "refine": True}})
         seen["pause"] = client.json("/calab/v1/cadecon/pause", raw=b"{}")[0]
         seen["paused"] = _wait_state(client, lambda s: s["progress"] is not None and s["progress"]["status"] == "paused")
         time.sleep(0.5)
