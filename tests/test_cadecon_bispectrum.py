@@ -70,6 +70,10 @@ def test_time_reversed_traces_carry_no_causal_kernel(gcamp6f_population):
     assert math.isnan(found.tau_rise) and found.reason
 
 
+def test_the_estimate_is_deterministic(gcamp6f_population):
+    assert bispectral_taus(gcamp6f_population, 30.0) == bispectral_taus(gcamp6f_population, 30.0)
+
+
 def test_per_cell_offset_and_scale_do_not_matter(gcamp6f_population):
     rng = np.random.default_rng(0)
     scaled = gcamp6f_population * rng.uniform(0.1, 10, (40, 1)) + rng.uniform(-100, 100, (40, 1))
