@@ -39,6 +39,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from calab.cadecon.shape import peak_time
+
 __all__ = ["BispectrumEstimate", "bispectral_taus"]
 
 #: Segment length aimed for, in seconds: long enough that a Hann window's smearing of
@@ -112,12 +114,6 @@ class BispectrumEstimate(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         return {name: (None if isinstance(value, float) and not math.isfinite(value) else value)
                 for name, value in self._asdict().items()}
-
-
-def _peak_time(tau_rise: float, tau_decay: float) -> float:
-    if tau_rise == tau_decay:
-        return tau_rise
-    return tau_rise * tau_decay / (tau_decay - tau_rise) * math.log(tau_decay / tau_rise)
 
 
 def _phase(f: np.ndarray, tau_rise: float, tau_decay: float) -> np.ndarray:
@@ -304,10 +300,10 @@ def bispectral_taus(traces: Any, fs: float, *, backend: Any = None,
             n_kept = sum(n for n, _, _ in kept)
             taus = _fit(sum(n * t for n, _, t in kept) / n_kept, sum(n * p for n, p, _ in kept) / n_kept,
                         n_kept, length, rate, lowest, (tau_rise, tau_decay), search=False)[:2]
-            peaks.append(_peak_time(*taus))
+            peaks.append(peak_time(*taus))
         peaks = np.asarray(peaks)
         # jackknife standard error of the peak time, relative to the estimate
         spread = float(math.sqrt((len(peaks) - 1) / len(peaks) * np.sum((peaks - peaks.mean()) ** 2))
-                       / _peak_time(tau_rise, tau_decay))
+                       / peak_time(tau_rise, tau_decay))
     return BispectrumEstimate(tau_rise, tau_decay, resolved, explained, n_total, length, decimation, cells, "",
                               spread)

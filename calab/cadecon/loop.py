@@ -24,7 +24,7 @@ from calab.cadecon.bispectrum import bispectral_taus
 from calab.cadecon.initialization import autocovariance_taus, noise_sigma
 from calab.cadecon.progress import CaDeconControl, CaDeconProgress, StopRequested, make_reporter
 from calab.cadecon.result import SCHEMA_VERSION, CaDeconResult, biexp_waveform
-from calab.cadecon.shape import ConvergenceTracker, select_final_taus, tau_to_shape
+from calab.cadecon.shape import ConvergenceTracker, peak_normaliser, select_final_taus, tau_to_shape
 from calab.cadecon.subsets import Subset, place_subsets
 
 __all__ = ["CaDeconWarning", "run_cadecon"]
@@ -465,7 +465,7 @@ def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
         refine = settings.refine if settings.refine is not None else start_info.get("method") != "bispectrum"
         start_info["refined"] = refine
         run.planned_iterations = settings.max_iterations if refine else 0
-        for iteration in range(1, (settings.max_iterations if refine else 0) + 1):
+        for iteration in range(1, run.planned_iterations + 1):
             run.iteration = iteration
             if not _iterate(run, subsets, kernel_length, tracker, trail):
                 run.warn("no subset yielded a kernel (no activity found in the subset cells); "
@@ -529,7 +529,7 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
     # Without refinement the starting kernel is the result: report it, peak-normalised.
     unrefined = not fitted and not start_info.get("refined", True) and final_taus[0] is not None
     tau_rise, tau_decay = (final_taus if fitted or unrefined else (None, None))
-    beta = merged["beta"] if fitted else (_peak_normaliser(*final_taus) if unrefined else None)
+    beta = merged["beta"] if fitted else (peak_normaliser(*final_taus) if unrefined else None)
     fast = (merged["tau_rise_fast"], merged["tau_decay_fast"], merged["beta_fast"]) if fitted else (None, None, None)
     # Quirk (b), fixed: h_free of the lowest-index subset that produced a kernel.
     h_free: list[float] = []
@@ -576,12 +576,6 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
         metadata["cells_with_results"] = np.flatnonzero(np.isfinite(alphas)).tolist()
     return CaDeconResult(chosen_activity, np.asarray(alphas, dtype=np.float64), np.asarray(baselines, dtype=np.float64),
                          np.asarray(pves, dtype=np.float64), kernel_slow, kernel_fast, float(fs), metadata)
-
-
-def _peak_normaliser(tau_rise: float, tau_decay: float) -> float:
-    """``1 / max_t (exp(-t/τd) - exp(-t/τr))``: the amplitude of a peak-normalised kernel."""
-    t_peak = tau_rise * tau_decay / (tau_decay - tau_rise) * math.log(tau_decay / tau_rise)
-    return 1.0 / (math.exp(-t_peak / tau_decay) - math.exp(-t_peak / tau_rise))
 
 
 def _upsample_factor(fs: float, target: int) -> int:

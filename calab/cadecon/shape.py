@@ -35,8 +35,14 @@ def _biexp(t: float, tau_rise: float, tau_decay: float) -> float:
     return math.exp(-t / tau_decay) - math.exp(-t / tau_rise)
 
 
-def _peak_time(tau_rise: float, tau_decay: float) -> float:
+def peak_time(tau_rise: float, tau_decay: float) -> float:
+    """Time (s) of the maximum of ``exp(-t/τd) - exp(-t/τr)``; requires ``0 < τr < τd``."""
     return tau_rise * tau_decay / (tau_decay - tau_rise) * math.log(tau_decay / tau_rise)
+
+
+def peak_normaliser(tau_rise: float, tau_decay: float) -> float:
+    """``1 / max_t (exp(-t/τd) - exp(-t/τr))``: the amplitude of the peak-normalised kernel."""
+    return 1.0 / _biexp(peak_time(tau_rise, tau_decay), tau_rise, tau_decay)
 
 
 def _bisect(lo: float, hi: float, level: float, tau_rise: float, tau_decay: float, rising: bool) -> float:
@@ -60,7 +66,7 @@ def tau_to_shape(tau_rise: float, tau_decay: float) -> tuple[float, float]:
     """
     if not (0 < tau_rise < tau_decay):
         raise ValueError(f"tau_to_shape needs 0 < tau_rise < tau_decay, got {tau_rise}, {tau_decay}")
-    t_peak = _peak_time(tau_rise, tau_decay)
+    t_peak = peak_time(tau_rise, tau_decay)
     half = 0.5 * _biexp(t_peak, tau_rise, tau_decay)
     t_up = _bisect(0.0, t_peak, half, tau_rise, tau_decay, rising=True)
     t_down = _bisect(t_peak, KERNEL_DURATION_MULTIPLE * tau_decay, half, tau_rise, tau_decay, rising=False)
