@@ -226,9 +226,17 @@ def launch(
     session = BridgeSession(array, fs, spec, config)
     if on_session is not None:
         on_session(session)
+    kind = None
+    if open_browser and not headless:
+        from calab.bridge.notebook import notebook_kind
+
+        kind = notebook_kind()
     # The server is a context manager from the moment it binds, so the socket is closed
-    # whatever fails afterwards (browser start-up included).
-    with BridgeServer(session, port) as server:
+    # whatever fails afterwards (browser start-up included).  In Colab the page reaches the
+    # kernel's loopback only through Colab's authenticated port proxy, which rewrites Host
+    # and Origin; everywhere else both must be loopback (or the hosted app's origin).
+    with BridgeServer(session, port, allowed_origins=[app_url] if app_url else (),
+                      check_host=kind != "colab") as server:
         server.start()
         base = app_url if app_url is not None else page_url(spec, server)
         url = _launch_url(base, server)
@@ -238,9 +246,8 @@ def launch(
             if browser is not None:
                 browser.navigate(url)
             elif open_browser:
-                from calab.bridge.notebook import display_inline, notebook_kind
+                from calab.bridge.notebook import display_inline
 
-                kind = notebook_kind()
                 if kind is not None:
                     same_origin = url[len(server.origin):] if url.startswith(server.origin) else url
                     if kind == "colab":

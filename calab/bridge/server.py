@@ -6,7 +6,11 @@ Private-Network-Access preflights.  Beyond 0.3.0:
 
 * a thread per request (:class:`http.server.ThreadingHTTPServer`), so a long solve never
   starves the heartbeats;
-* the built-in pages as static files under ``/pages/`` (they hold no data, so no secret);
+* the built-in pages as static files under ``/pages/`` (they hold no data, so no secret):
+  only regular files that resolve inside the packaged ``pages/`` folder are served;
+* every request must name a loopback host (``Host``) and, when a browser sends an
+  ``Origin``, come from a loopback page or the hosted app the session opened (DNS
+  rebinding and cross-site requests get 403);
 * per-app compute endpoints under ``/calab/v1/<app>/<name>``, secret-protected;
 * 404s (and every other error) as JSON with CORS headers;
 * request bodies capped (413), malformed JSON / ``.npy`` answered with 400;
@@ -17,23 +21,25 @@ from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import json
 import mimetypes
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
 from calab.bridge.handshake import BridgeVersionError, check_payload
 from calab.bridge.registry import API_PREFIX, APPS, COMPUTE_PREFIX, PAGES_PREFIX, RESERVED_SLUGS, AppSpec
 
-__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response"]
+__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response", "origin_of"]
 
 #: the only address the server binds
 LOOPBACK_HOST = "127.0.0.1"
@@ -47,6 +53,8 @@ _CORS = (
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
     ("Access-Control-Allow-Headers", "Content-Type, X-Bridge-Secret"),
 )
+#: host names (besides loopback IP literals) a request may name in ``Host``
+_LOOPBACK_NAMES = frozenset({"localhost"})
 _STATIC_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
                  ".html": "text/html; charset=utf-8", ".json": "application/json",
                  ".svg": "image/svg+xml", ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
@@ -55,6 +63,88 @@ _STATIC_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "t
 def json_response(status: int, obj: Any) -> tuple[int, str, bytes]:
     """A compute handler's reply with a JSON body."""
     return status, "application/json", json.dumps(obj).encode()
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an absolute http(s) URL, lower-cased; None otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _is_loopback_name(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of_header(value: str) -> str | None:
+    """The host part of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``)."""
+    value = value.strip()
+    if not value or any(c in value for c in "/@?# \t"):
+        return None
+    try:
+        parts = urlsplit(f"//{value}")
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return None
+    return parts.hostname
+
+
+def _pages_root() -> Path | None:
+    """The packaged ``pages/`` folder as a resolved filesystem path (None inside a zip)."""
+    root = resources.files("calab.bridge").joinpath("pages")
+    return Path(str(root)).resolve() if isinstance(root, Path) else None
+
+
+def resolve_page_file(rel: str) -> Path | None:
+    """The packaged page file that the URL path ``rel`` (after ``/pages``) names, or None.
+
+    Only a regular file that, after percent-decoding and symlink resolution, lies inside
+    the packaged ``pages/`` folder qualifies.  Empty segments (``//``: an absolute path),
+    ``.``/``..``, dot-files, encoded slashes or backslashes, drive letters and NUL bytes
+    are refused outright rather than normalised, so no spelling of a path outside the
+    folder can reach the filesystem.
+    """
+    if not rel or rel == "/":
+        return None
+    if not rel.startswith("/"):
+        return None
+    raw_segments = rel[1:].split("/")
+    if raw_segments and raw_segments[-1] == "":
+        raw_segments = raw_segments[:-1] + ["index.html"]  # "/pages/catune/" -> its index
+    segments = []
+    for raw in raw_segments:
+        segment = unquote(raw, errors="strict") if "%" in raw else raw
+        if (not segment or segment in (".", "..") or segment.startswith(".")
+                or any(c in segment for c in "/\\:\x00") or segment != segment.strip()):
+            return None
+        segments.append(segment)
+    root = _pages_root()
+    if root is None:  # a zipped install: no symlinks, the segment checks suffice
+        return None
+    candidate = root.joinpath(*segments)
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if resolved.is_dir():
+        resolved = (resolved / "index.html").resolve()
+    if not resolved.is_relative_to(root) or not resolved.is_file():
+        return None
+    return resolved
 
 
 class BridgeSession:
@@ -133,10 +223,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # ------------------------------------------------------------------ replies
-    def _send(self, status: int, content_type: str, body: bytes, extra: tuple = ()) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, extra: tuple = (), *,
+              cors: bool = True) -> None:
         self.send_response(status)
-        for name, value in _CORS:
-            self.send_header(name, value)
+        if cors:
+            for name, value in _CORS:
+                self.send_header(name, value)
         for name, value in extra:
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
@@ -191,10 +283,30 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._dispatch("DELETE")
 
+    def _foreign_request(self) -> str | None:
+        """Why this request comes from outside the session's pages, or None if it does not."""
+        if self.server.check_host:
+            # Browsers always send Host; only a client already on this machine (HTTP/1.0
+            # tools) may leave it out, and it could reach the loopback port anyway.
+            header = self.headers.get("Host")
+            host = None if header is None else _host_of_header(header)
+            if header is not None and (host is None or not _is_loopback_name(host)):
+                return "requests must address the bridge by a loopback name (Host header)"
+            origin = self.headers.get("Origin")
+            if origin is not None and not self.server.origin_allowed(origin):
+                return f"origin {origin!r} may not call this bridge"
+        return None
+
     def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
+        try:
+            url = urlsplit(self.path)
+        except ValueError:
+            return self._error(400, "malformed request target")
         path = url.path
         try:
+            refused = self._foreign_request()
+            if refused is not None:
+                return self._error(403, refused)
             if method == "GET" and (path == PAGES_PREFIX or path.startswith(PAGES_PREFIX + "/")):
                 return self._static(path[len(PAGES_PREFIX):])
             if not self._authorised():
@@ -211,17 +323,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ static pages
     def _static(self, rel: str) -> None:
-        parts = [p for p in PurePosixPath(rel).parts if p not in ("/", "")]
-        if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
-            return self._error(404, "no such page")
-        node = resources.files("calab.bridge").joinpath("pages", *parts)
-        if node.is_dir():
-            node = node.joinpath("index.html")
-        if not node.is_file():
-            return self._error(404, f"no such page: {rel}")
+        try:
+            node = resolve_page_file(rel)
+        except UnicodeDecodeError:
+            node = None
+        if node is None:
+            # Static replies carry no CORS header: another site has no business reading them.
+            return self._send(404, "application/json", json.dumps({"error": "no such page"}).encode(),
+                              cors=False)
         suffix = PurePosixPath(node.name).suffix
         content_type = _STATIC_TYPES.get(suffix) or mimetypes.guess_type(node.name)[0] or "application/octet-stream"
-        self._send(200, content_type, node.read_bytes(), (("Cache-Control", "no-cache"),))
+        self._send(200, content_type, node.read_bytes(),
+                   (("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer"),
+                    ("X-Content-Type-Options", "nosniff")), cors=False)
 
     # ------------------------------------------------------------------ 0.3.0 protocol
     def _protocol(self, method: str, path: str) -> None:
@@ -356,6 +470,13 @@ class BridgeServer(ThreadingHTTPServer):
         Data and state shared with the page.
     port : int or None
         Port to bind; None or 0 lets the OS choose.  A busy port raises ``OSError``.
+    allowed_origins : iterable of str, optional
+        Page origins (``scheme://host[:port]``) besides loopback ones whose browser
+        requests are served: the hosted app's origin when one is opened.
+    check_host : bool
+        Refuse requests whose ``Host`` is not a loopback name or whose ``Origin`` is not
+        allowed (default).  Only a server reached through a trusted proxy on a machine
+        the user's browser cannot address directly (Colab's kernel port proxy) turns it off.
 
     Use as a context manager (or call :meth:`close`) so the socket is always released.
     """
@@ -363,10 +484,23 @@ class BridgeServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, session: BridgeSession, port: int | None = None) -> None:
+    def __init__(self, session: BridgeSession, port: int | None = None, *,
+                 allowed_origins: Iterable[str] = (), check_host: bool = True) -> None:
         self.session = session
+        self.check_host = bool(check_host)
+        self.allowed_origins = frozenset(o for o in (origin_of(u) for u in allowed_origins) if o)
         self._thread: threading.Thread | None = None
         super().__init__((LOOPBACK_HOST, int(port or 0)), _Handler)
+
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether a browser page at ``origin`` may call this server."""
+        normalised = origin_of(origin)
+        if normalised is None:  # "null" (sandboxed frames, file pages) or garbage
+            return False
+        if normalised in self.allowed_origins:
+            return True
+        host = urlsplit(normalised).hostname or ""
+        return _is_loopback_name(host)
 
     @property
     def port(self) -> int:
