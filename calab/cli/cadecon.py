@@ -1,0 +1,155 @@
+"""``calab cadecon FILE``: automated deconvolution, the kernel learned from the data.
+
+``--native`` runs the loop in this process (``--out OUT.zarr`` streams a whole dataset);
+without it the CaDecon page runs in the browser over the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calab.cli._common import (
+    CommandError,
+    backend_arg,
+    bridge_function,
+    check_output,
+    json_text,
+    kernel_source,
+    read_traces,
+    resolve_backend_name,
+    save_npy,
+    save_text,
+    terminal_progress,
+    write_files,
+)
+from calab.cli._parsing import add_backend, add_dataset_options, add_force, positive_float
+from calab.cli._streaming import stream_to_store
+
+
+def add_parser(commands: Any) -> None:
+    cadecon = commands.add_parser("cadecon", help="Automated deconvolution (CaDecon): learn the kernel from the data")
+    cadecon.add_argument("file", help="Input .npy file or calab stem")
+    cadecon.add_argument("--fs", type=positive_float, default=None,
+                         help="Sampling rate (Hz; default: the file's metadata with --native, else 30)")
+    cadecon.add_argument("--port", type=int, help="Server port")
+    cadecon.add_argument("--no-browser", action="store_true", help="Don't open browser")
+    cadecon.add_argument("--output", "-o", help="Output path stem (writes STEM_activity.npy and STEM_results.json)")
+    cadecon.add_argument("--native", action="store_true",
+                         help="run the loop here in the terminal (no browser), on a compute backend")
+    cadecon.add_argument("--max-iterations", type=int, default=None, help="--native: iteration cap (1-200)")
+    cadecon.add_argument("--num-subsets", type=int, default=None, help="--native: number of subsets")
+    cadecon.add_argument("--seed", type=int, default=None, help="--native: subset placement seed")
+    add_backend(cadecon)
+    add_force(cadecon)
+    add_dataset_options(cadecon)
+    cadecon.add_argument("--sample-cells", type=int, metavar="N", default=None,
+                         help="--out: cells the kernel is learned from (default 1000, evenly spaced)")
+    cadecon.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from calab import cli
+
+    if args.out is not None:
+        if not args.native:
+            raise CommandError("--out (streamed output) runs the loop here: add --native")
+        if args.output:
+            raise CommandError("--out and --output are two kinds of output: pass one of them")
+        return run_dataset(args)
+    for flag, value in (("--resume", args.resume), ("--scheduler", args.scheduler),
+                        ("--chunk-cells", args.chunk_cells), ("--format", args.source_format),
+                        ("--sample-cells", args.sample_cells)):
+        if value:
+            raise CommandError(f"{flag} needs --native --out OUT.zarr (streamed output)")
+    traces, sidecar_fs, npy_path = read_traces(args.file)
+    outputs: list[Path] = []
+    if args.output:
+        outputs = [Path(f"{args.output}_activity.npy"), Path(f"{args.output}_results.json")]
+        for path in outputs:
+            check_output(path, args.force, [npy_path])
+    fs = args.fs if args.fs is not None else (sidecar_fs if args.native and sidecar_fs else 30.0)
+    if args.native:
+        result = run_native(traces, fs, args)
+    else:
+        if not cli._has_bridge("decon"):
+            raise CommandError("'calab cadecon' without --native needs the browser bridge (calab.decon), which is "
+                               "not part of this calab build yet; pass --native to run the loop here.")
+        decon = bridge_function("decon", "cadecon")
+        result = decon(traces, fs, port=args.port, open_browser=not args.no_browser)
+    if result is None:
+        print("No results received.", file=sys.stderr)
+        return 1
+    print(f"Activity shape: {tuple(result.activity.shape)}")
+    print(f"Sampling rate: {result.fs} Hz")
+    print(f"Alphas: {result.alphas!r}")
+    print(f"Baselines: {result.baselines!r}")
+    print(f"PVEs: {result.pves!r}")
+    print(f"Kernel slow length: {len(result.kernel_slow)}")
+    print(f"Kernel fast length: {len(result.kernel_fast)}")
+    if outputs:
+        # Whole-recording arrays stay out of the JSON (the activity has its own .npy).
+        metadata = {key: value for key, value in result.metadata.items()
+                    if key not in ("continuous_activity", "counts")}
+        summary = {
+            "alphas": np.asarray(result.alphas).tolist(),
+            "baselines": np.asarray(result.baselines).tolist(),
+            "pves": np.asarray(result.pves).tolist(),
+            "fs": result.fs,
+            "kernel_slow_length": len(result.kernel_slow),
+            "kernel_fast_length": len(result.kernel_fast),
+            "metadata": metadata,
+        }
+        write_files(
+            [
+                (outputs[0], save_npy(np.asarray(result.activity, dtype=np.float32))),
+                (outputs[1], save_text(json_text(summary))),
+            ]
+        )
+        print(f"Saved to {outputs[0]} and {outputs[1]}")
+    return 0
+
+
+def run_native(traces: np.ndarray, fs: float, args: argparse.Namespace) -> Any:
+    """``calab cadecon --native``: the automated loop in this process, with a progress bar."""
+    from calab.cadecon import run_cadecon
+
+    overrides = config_overrides(args)
+    print(f"CaDecon (native) on {traces.shape[0]} cells x {traces.shape[1]} frames at {fs:g} Hz, "
+          f"backend '{resolve_backend_name(backend_arg(args))}'", file=sys.stderr)
+    result = run_cadecon(traces, fs, backend=backend_arg(args), progress=terminal_progress(), **overrides)
+    meta = result.metadata
+    if meta["tau_rise"] is not None:
+        print(f"Learned kernel: tau_rise {meta['tau_rise']:.4f} s, tau_decay {meta['tau_decay']:.4f} s "
+              f"({kernel_source(meta)})", file=sys.stderr)
+    return result
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The DeconConfig fields given on the command line."""
+    return {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+            if getattr(args, name, None) is not None}
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """``calab cadecon BIG --native --out OUT.zarr``: learn the kernel on a sample, stream every cell."""
+    from calab.datasets import cadecon_dataset
+    from calab.datasets._cadecon import DEFAULT_SAMPLE_CELLS
+    from calab.datasets._store import OutputStore
+
+    started = time.perf_counter()
+    run = stream_to_store(args, cadecon_dataset, fs=args.fs, sample_cells=args.sample_cells or DEFAULT_SAMPLE_CELLS,
+                          **config_overrides(args))
+    parameters = OutputStore(run.output).read_manifest()["parameters"]
+    seconds = time.perf_counter() - started
+    resumed = f" ({run.chunks_resumed} of {run.chunks_total} chunks were already done)" if run.chunks_resumed else ""
+    print(f"Learned kernel: tau_rise {parameters['tau_r']:.4f} s, tau_decay {parameters['tau_d']:.4f} s "
+          f"(from {parameters['learned']['sample_cells']} of {run.n_cells} cells)")
+    print(f"Deconvolved {run.n_cells} cells x {run.n_timepoints} frames in {seconds:.1f} s{resumed}")
+    print(f"Saved to {run.output} (activity = spike counts, alpha, baseline, pve)")
+    return 0
