@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from calab._hostmath import BASELINE_QUANTILE, rolling_rank
 from calab.kernel import baseline_window
 
 __all__ = [
@@ -22,18 +23,9 @@ __all__ = [
     "rolling_rank",
 ]
 
-#: quantile of the rolling baseline (the 20th percentile of the causal window)
-BASELINE_QUANTILE = 0.2
 #: shortest trace the band-pass filter touches
 MIN_FILTER_LENGTH = 8
 _PI32 = np.float32(math.pi)
-
-
-def rolling_rank(window_length: int, quantile: float = BASELINE_QUANTILE) -> int:
-    """0-based rank of the order statistic in a full window of ``window_length`` samples."""
-    from calab.kernel import round_half_away
-
-    return int(min(round_half_away((window_length - 1) * quantile), window_length - 1))
 
 
 def bandpass_gain(n: int, tau_rise: float, tau_decay: float, fs: float) -> np.ndarray | None:

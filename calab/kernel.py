@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from calab._hostmath import round_half_away
 from calab._validate import (
     check_kernel_parameters,
     check_real_array,
@@ -44,11 +45,6 @@ KERNEL_LENGTH_CONSTANT = 13.815510557964274
 MAX_KERNEL_SAMPLES = 1 << 20
 #: Largest usable upsampling factor.
 MAX_UPSAMPLE_FACTOR = 1 << 26
-
-
-def round_half_away(value: float) -> float:
-    """Round half away from zero (Rust's ``f64::round``), unlike Python's banker's rounding."""
-    return math.copysign(math.floor(abs(value) + 0.5), value)
 
 
 def validate_parameters(fs: float, tau_rise: float, tau_decay: float, lam: float = 0.0) -> None:

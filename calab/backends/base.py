@@ -167,16 +167,12 @@ class Backend(ABC):
         return self.ar2_adjoint(model - data, g1, g2, gain)
 
     def ar2_segment_forward(self, activity: Any, segments: Any) -> Any:
-        """``K s`` in the segment layout (:func:`calab.engine.segments.segmented_forward`)."""
-        from calab.engine.segments import segmented_forward
-
-        return segmented_forward(self.xp, activity, segments, self.to_numpy)
+        """``K s`` in the segment layout (the generic version on the plan's ``segments``)."""
+        return segments.forward(self.xp, activity, self.to_numpy)
 
     def ar2_segment_adjoint_of_difference(self, model: Any, data: Any, segments: Any) -> Any:
         """``Kᵀ(model − data)`` in the segment layout (padding of both is 0)."""
-        from calab.engine.segments import segmented_adjoint_of_difference
-
-        return segmented_adjoint_of_difference(self.xp, model, data, segments, self.to_numpy)
+        return segments.adjoint_of_difference(self.xp, model, data, self.to_numpy)
 
     @abstractmethod
     def rolling_quantile(self, traces: Any, window: int, quantile: float) -> Any:
@@ -188,24 +184,22 @@ class Backend(ABC):
     ) -> FistaState:
         """Proximal step, momentum, restart and convergence of one iteration.
 
-        Default: the generic :func:`calab.engine.fista.proximal_update`; a backend may fuse
-        it (same arithmetic, fewer memory passes).
+        Default: the engine's generic update (``plan.core.proximal_update``,
+        :func:`calab.engine.fista.proximal_update`); a backend may fuse it (same arithmetic,
+        fewer memory passes).
         """
-        from calab.engine.fista import proximal_update
-
-        return proximal_update(xp, plan, state, gradient, threshold, freeze)
+        return plan.core.proximal_update(xp, plan, state, gradient, threshold, freeze)
 
     def fista_batch(
         self, plan: SolvePlan, work: Any, threshold: Any, x0: Any | None = None, valid: Any | None = None
     ) -> FistaBatch:
         """The device state of a batch for the driver skeleton.
 
-        Default: the generic step of :mod:`calab.engine.fista` run :attr:`check_every`
-        times per segment (finished cells frozen by the mask when more than one).
+        Default: the engine's generic step (``plan.core.step_batch``,
+        :class:`calab.engine.fista.StepBatch`) run :attr:`check_every` times per segment
+        (finished cells frozen by the mask when more than one).
         """
-        from calab.engine.fista import StepBatch
-
-        return StepBatch(self, plan, work, threshold, x0, valid, check_every=self.check_every)
+        return plan.core.step_batch(self, plan, work, threshold, x0, valid, check_every=self.check_every)
 
     def scatter_rows(self, out: Any, rows: np.ndarray, values: Any) -> Any:
         """Write ``values`` into rows ``rows`` of ``out``; return ``out`` (in place by default)."""

@@ -3,17 +3,56 @@
 :class:`SolvePlan` (the compiled, data-independent constants of a solve),
 :class:`FistaState` (a batch's iteration state) and :class:`FistaOutcome` (what a driver
 returns) are read by the backends and built by :mod:`calab.engine`; they live in the
-backend layer so that neither side imports the other to know them.
+backend layer so that neither side imports the other to know them.  The engine's generic
+FISTA pieces reach a backend the same way: as :attr:`SolvePlan.core`, a
+:class:`FistaCore` the engine puts on every plan, so the backends never import the engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["FistaOutcome", "FistaState", "SolvePlan"]
+__all__ = ["FistaCore", "FistaOutcome", "FistaState", "SolvePlan"]
+
+
+class FistaCore(Protocol):
+    """The generic FISTA pieces a backend runs, wraps or compiles (see :mod:`calab.engine.fista`).
+
+    The engine hands them over on every plan (:attr:`SolvePlan.core`); a backend calls
+    ``plan.core.proximal_update(...)`` and so on instead of importing the layer above it.
+    """
+
+    def proximal_update(self, xp: Any, plan: SolvePlan, state: FistaState, gradient: Any, threshold: Any,
+                        freeze: bool = True) -> FistaState:
+        """Proximal step, momentum, restart and convergence for every cell."""
+
+    def step_batch(self, backend: Any, plan: SolvePlan, work: Any, threshold: Any, x0: Any | None = None,
+                   valid: Any | None = None, *, check_every: int = 1, freeze: bool | None = None) -> Any:
+        """The generic segment of the driver skeleton (a :class:`~calab.backends.driver.FistaBatch`)."""
+
+    def run_host_loop(self, backend: Any, plan: SolvePlan, work: Any, threshold: Any, x0: Any | None = None,
+                      valid: Any | None = None, *, check_every: int = 1, freeze: bool = False) -> FistaOutcome:
+        """The driver skeleton over the generic step, whatever the backend's own segment."""
+
+    def initial_state(self, xp: Any, work: Any, cap: int, x0: Any | None = None, n: int | None = None) -> FistaState:
+        """Cold or warm start of a batch."""
+
+    def operator_arrays(self, backend: Any, plan: SolvePlan) -> tuple[Any, ...]:
+        """Device copies of the operator constants of ``plan``."""
+
+    def build_operator(self, backend: Any, conv_mode: str, n: int, fft_size: int, arrays: tuple[Any, ...],
+                       ar2: tuple[Any, Any, Any], upsample: int = 1, segments: Any = None) -> Any:
+        """The operator ``R K`` from explicit constants (jit-friendly)."""
+
+    def data_gradient(self, operator: Any, work: Any) -> Any:
+        """``Kᵀ work`` in Gram form, else ``work``."""
+
+    def fista_step(self, xp: Any, operator: Any, plan: Any, data_term: Any, threshold: Any, valid: Any | None,
+                   state: FistaState, *, freeze: bool = True, update: Any = ...) -> FistaState:
+        """One FISTA iteration for every active cell of the batch."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +89,11 @@ class SolvePlan:
     upsample : int
         Activity samples per data sample; ``n_timepoints`` is the activity length and data
         rows have ``n_timepoints / upsample`` samples.
+    segments : calab.engine.segments.SegmentPlan or None
+        The segmented AR(2) recursions' constants, when the problem asks for them; its
+        ``forward``/``adjoint_of_difference`` evaluate them on any array namespace.
+    core : FistaCore
+        The engine's generic FISTA pieces (set by the engine on every plan).
     """
 
     n_timepoints: int
@@ -66,6 +110,7 @@ class SolvePlan:
     min_iterations: int = 5
     upsample: int = 1
     segments: Any = field(default=None, compare=False, repr=False)
+    core: Any = field(default=None, compare=False, repr=False)
     device_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

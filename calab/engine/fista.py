@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 
+from calab._hostmath import gram_boundary
 from calab.backends.driver import FistaBatch, run_segments
 from calab.backends.types import FistaOutcome, FistaState, SolvePlan
 from calab.engine.problem import AR2, Problem
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CONV_MODES",
     "CONSTRAINTS",
+    "GENERIC_CORE",
     "FistaOutcome",
     "FistaState",
     "SolveOutputs",
@@ -141,6 +143,7 @@ def plan_for_problem(backend: Backend, problem: Problem, n_timepoints: int) -> S
         min_iterations=int(rule.min_iterations),
         upsample=upsample,
         segments=segments,
+        core=GENERIC_CORE,
     )
 
 
@@ -163,28 +166,6 @@ class Operator(NamedTuple):
     #: ``(B, n)`` batch → the operator's layout, and back (None: the natural layout)
     enter: Callable[[Any], Any] | None = None
     leave: Callable[[Any], Any] | None = None
-
-
-def gram_boundary(kernel: np.ndarray) -> np.ndarray:
-    """Correction that turns the untruncated Gram operator into ``KᵀK`` for ``K`` truncated to n.
-
-    ``KᵀK y`` equals the full autocorrelation filter ``(h̃ * h) * y`` except on the last
-    ``m = N_k − 1`` samples, which miss the part of ``K y`` that falls beyond the end of the
-    trace.  That part is ``y[:, n−m:] @ M`` with ``M = H Hᵀ``, ``H[p, q] = h[q + m − p]``
-    for ``p ≥ q``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(m, m)`` float32 matrix ``M``.
-    """
-    taps = kernel.astype(np.float64)
-    m = taps.size - 1
-    p = np.arange(m)[:, None]
-    q = np.arange(m)[None, :]
-    index = q + m - p
-    tail = np.where(p >= q, taps[np.clip(index, 0, m)], 0.0)
-    return (tail @ tail.T).astype(np.float32)
 
 
 def block_mean(xp: Any, batch: Any, upsample: int) -> Any:
@@ -562,6 +543,30 @@ def run_host_loop(
         return FistaOutcome(out_x, np.zeros(n_cells, dtype=np.int64), np.zeros(n_cells, dtype=bool))
     batch = StepBatch(backend, plan, work, threshold, x0, valid, check_every=check_every, freeze=freeze)
     return run_segments(batch, out_x, backend.scatter_rows)
+
+
+class _GenericCore:
+    """The generic pieces above, handed to the backends on every plan (``SolvePlan.core``).
+
+    A backend runs, wraps or compiles them through the plan it is given
+    (:class:`calab.backends.types.FistaCore`), so the backend layer never imports the engine.
+    """
+
+    proximal_update = staticmethod(proximal_update)
+    step_batch = staticmethod(StepBatch)
+    run_host_loop = staticmethod(run_host_loop)
+    initial_state = staticmethod(initial_state)
+    operator_arrays = staticmethod(operator_arrays)
+    build_operator = staticmethod(build_operator)
+    data_gradient = staticmethod(data_gradient)
+    fista_step = staticmethod(fista_step)
+
+    def __repr__(self) -> str:
+        return "<calab generic FISTA core>"
+
+
+#: The :class:`~calab.backends.types.FistaCore` every plan carries.
+GENERIC_CORE = _GenericCore()
 
 
 # --------------------------------------------------------------------------- whole solve

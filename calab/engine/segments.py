@@ -75,6 +75,15 @@ class SegmentPlan(NamedTuple):
     def padded(self) -> int:
         return self.lanes * self.length
 
+    def forward(self, xp: Any, batch: Any, to_host: Any = np.asarray) -> Any:
+        """:func:`segmented_forward` with these constants (what a backend calls: it gets the
+        plan, not this module)."""
+        return segmented_forward(xp, batch, self, to_host)
+
+    def adjoint_of_difference(self, xp: Any, model: Any, data: Any, to_host: Any = np.asarray) -> Any:
+        """:func:`segmented_adjoint_of_difference` with these constants."""
+        return segmented_adjoint_of_difference(xp, model, data, self, to_host)
+
 
 def segment_plan(g1: np.float32, g2: np.float32, gain: np.float32, n: int, lanes: int) -> SegmentPlan | None:
     """The :class:`SegmentPlan` for rows of ``n`` samples, or None when they are too short."""

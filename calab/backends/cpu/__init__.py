@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from calab._hostmath import rolling_rank
 from calab.backends import BackendInfo
 from calab.backends.base import Backend
 from calab.backends.types import FistaOutcome, FistaState
 from calab.backends.cpu import _kernels
-from calab.filters import rolling_rank
 
 __all__ = ["NumpyBackend", "rolling_quantile_host"]
 
@@ -45,7 +45,7 @@ def rolling_quantile_host(traces: np.ndarray, window: int, quantile: float) -> n
     """
     from scipy.ndimage import rank_filter
 
-    from calab.kernel import round_half_away
+    from calab._hostmath import round_half_away
 
     traces = np.ascontiguousarray(traces, dtype=np.float32)
     batch, n = traces.shape

@@ -333,6 +333,5 @@ class CupyBackend(Backend):
 
     def run_fista_generic(self, plan, work, threshold, x0=None, valid=None):
         """The generic step (:func:`calab.engine.fista.proximal_update`) on CuPy arrays: the oracle."""
-        from calab.engine.fista import run_host_loop
-
-        return run_host_loop(self, plan, work, threshold, x0, valid, check_every=_driver.CHECK_EVERY, freeze=True)
+        return plan.core.run_host_loop(self, plan, work, threshold, x0, valid, check_every=_driver.CHECK_EVERY,
+                                       freeze=True)

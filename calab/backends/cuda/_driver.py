@@ -35,11 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from calab.filters import rolling_rank
+from calab._hostmath import gram_boundary, rolling_rank, round_half_away
 from calab.backends.driver import FistaBatch, run_segments
 from calab.backends.types import SolvePlan
-from calab.engine.fista import gram_boundary
-from calab.kernel import round_half_away
 
 __all__ = [
     "CHECK_EVERY",

@@ -168,11 +168,10 @@ class _JaxBatch(FistaBatch):
     """
 
     def __init__(self, backend, plan, work, threshold, x0, valid):
-        from calab.engine.fista import initial_state, operator_arrays
-
         jnp = backend.xp
+        core = plan.core
         self._segment = backend._segment
-        self.arrays = operator_arrays(backend, plan)
+        self.arrays = core.operator_arrays(backend, plan)
         self.ar2 = tuple(jnp.asarray(v, dtype=jnp.float32) for v in plan.ar2)
         self.step = jnp.asarray(plan.step32, dtype=jnp.float32)
         self.cap = jnp.asarray(plan.max_iterations, dtype=jnp.int32)
@@ -181,11 +180,13 @@ class _JaxBatch(FistaBatch):
             jnp.asarray(plan.min_iterations, dtype=jnp.int32),
         )
         n = plan.n_timepoints
+        # The engine's step (plan.core) is a static argument: one object, compiled once.
         self.static = dict(
-            conv_mode=plan.conv_mode, constraint=plan.constraint, n=n, fft_size=plan.fft_size, upsample=plan.upsample
+            conv_mode=plan.conv_mode, constraint=plan.constraint, n=n, fft_size=plan.fft_size, upsample=plan.upsample,
+            core=core,
         )
         data_term = _data_term(work, self.arrays, self.ar2, **self.static)
-        state = initial_state(jnp, work, plan.max_iterations, x0, n)
+        state = core.initial_state(jnp, work, plan.max_iterations, x0, n)
         self._set(state, data_term, threshold, valid, _bucket(work.shape[0]))
 
     def _set(self, state, data_term, threshold, valid, bucket):
@@ -267,18 +268,14 @@ def _backend():
     return get_backend("jax")
 
 
-def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size, upsample):
-    from calab.engine.fista import build_operator, data_gradient
-
-    operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
-    return data_gradient(operator, work)
+def _data_term(work, arrays, ar2, *, conv_mode, constraint, n, fft_size, upsample, core):
+    operator = core.build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
+    return core.data_gradient(operator, work)
 
 
 def _compile_segment():
     import jax
     import jax.numpy as jnp
-
-    from calab.engine.fista import build_operator, fista_step
 
     class _StepConstants:
         """The attributes of SolvePlan that the step reads, as traced values."""
@@ -287,11 +284,12 @@ def _compile_segment():
             self.step32, self.constraint, self.max_iterations = step32, constraint, max_iterations
             self.tolerance_squared, self.min_iterations = tolerance_squared, min_iterations
 
-    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size", "upsample"))
+    @partial(jax.jit, static_argnames=("conv_mode", "constraint", "n", "fft_size", "upsample", "core"))
     def segment(
-        state, data_term, threshold, valid, arrays, ar2, step, cap, rule, *, conv_mode, constraint, n, fft_size, upsample
+        state, data_term, threshold, valid, arrays, ar2, step, cap, rule, *, conv_mode, constraint, n, fft_size, upsample,
+        core,
     ):
-        operator = build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
+        operator = core.build_operator(_backend(), conv_mode, n, fft_size, arrays, ar2, upsample)
         constants = _StepConstants(step, constraint, cap, *rule)
 
         def keep_going(carry):
@@ -300,7 +298,7 @@ def _compile_segment():
 
         def advance(carry):
             count, current = carry
-            return count + 1, fista_step(jnp, operator, constants, data_term, threshold, valid, current, freeze=True)
+            return count + 1, core.fista_step(jnp, operator, constants, data_term, threshold, valid, current, freeze=True)
 
         return jax.lax.while_loop(keep_going, advance, (0, state))[1]
 
