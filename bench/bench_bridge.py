@@ -12,7 +12,7 @@
    switched to 20 random cells and reshuffled, and every card panned; every
    Long Task (> 50 ms on the main thread) the browser records is collected.
 
-Run as ``flock /work/coord/bench.lock python bench/bench_bridge.py`` on a shared machine.
+On a shared machine pass ``--lock PATH`` (or set ``CALAB_BENCH_LOCK``) so timings never overlap.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import calab  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 from calab.bridge import apps  # noqa: E402
 from calab.bridge.catune import solve_window  # noqa: E402
 from calab.bridge.headless import chromium_launch_options  # noqa: E402
@@ -202,7 +204,9 @@ def main() -> None:
     parser.add_argument("--big-frames", type=int, default=100_000)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: server,page,big")
     parser.add_argument("--json", type=Path)
+    add_lock_option(parser)
     args = parser.parse_args()
+    hold_lock(args.lock)
     skip = set(filter(None, args.skip.split(",")))
     report: dict = {"backend": args.backend or "auto"}
     if "server" not in skip:

@@ -17,7 +17,7 @@ approximate), iterations to convergence and the learned taus against the truth.
 
 Usage (on a shared machine, always under the lock)::
 
-    flock /work/coord/bench.lock python bench/bench_cadecon.py --cells 200 --frames 9000 \\
+    python bench/bench_cadecon.py --lock PATH --cells 200 --frames 9000 \\
         --backends numpy --final-sample 20
     python bench/bench_cadecon.py --cells 1000 --frames 27000 --no-reference --backends jax,cupy
 """
@@ -39,10 +39,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import reference_env  # noqa: E402
 
 import calab  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 
 WORKER = Path(__file__).resolve().parent / "_reference_cadecon_worker.py"
 SETTINGS = {
@@ -60,7 +62,7 @@ def peak_rss_mb() -> float:
 def run_reference(traces: np.ndarray, fs: float, args: argparse.Namespace) -> dict[str, Any]:
     python = reference_env.reference_python()
     if python is None:
-        raise SystemExit("no reference venv: set CALAB_REFERENCE_VENV (e.g. /work/main/.venv-ref) or run "
+        raise SystemExit("no reference venv: set CALAB_REFERENCE_VENV (e.g. .venv-ref in the repository) or run "
                          "tools/reference_env.py, or pass --no-reference")
     with tempfile.TemporaryDirectory(prefix="calab-cadecon-bench-") as tmp:
         path = Path(tmp) / "traces.npy"
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=0.0, help="reference: stop iterating after this many s")
     parser.add_argument("--assume-iterations", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
 
     sim = calab.simulate(calab.presets.gcamp6f(num_cells=args.cells, num_timepoints=args.frames, fs_hz=args.fs, seed=42))
     traces = np.ascontiguousarray(sim.traces, dtype=np.float64)

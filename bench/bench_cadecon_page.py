@@ -11,15 +11,22 @@ cell × 5, zoom in/out, minimap jump) and reports:
 No run is started (the loop's own cost is bench/cadecon's business); what is measured is
 what the page reads and draws.  Usage:
 
-    flock /work/coord/bench.lock python bench/bench_cadecon_page.py [N_CELLS] [N_FRAMES]
+    python bench/bench_cadecon_page.py [N_CELLS] [N_FRAMES]
+
+On a shared machine set ``CALAB_BENCH_LOCK=PATH`` so timings never overlap.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lock import ENV_VAR, hold_lock  # noqa: E402  (bench/_lock.py)
 
 
 def main() -> None:
@@ -30,6 +37,7 @@ def main() -> None:
     from calab.bridge.registry import get_app
     from calab.bridge.server import BridgeServer, BridgeSession
 
+    hold_lock(os.environ.get(ENV_VAR))
     n_cells = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     n_frames = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Whole-dataset streaming: peak memory on a big Zarr input, throughput versus in-memory.
 
-Two measurements (run them under ``flock /work/coord/bench.lock`` on a shared machine):
+Two measurements (on a shared machine pass ``--lock PATH`` or set ``CALAB_BENCH_LOCK``):
 
 ``memory``
     Generates a float32 Zarr input chunk by chunk (default 200,000 cells x 3,000 frames
@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's calab
 from _data import FS, LAMBDA, TAU_DECAY, TAU_RISE, make_traces  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 2000  # cells generated at a time
@@ -183,7 +184,9 @@ def main() -> None:
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--workdir", default=None, help="where the temporary input/output go (default: $TMPDIR)")
     parser.add_argument("--json", help="also write the result to this file")
+    add_lock_option(parser)
     args = parser.parse_args()
+    hold_lock(args.lock)
     if args.cells is None:
         args.cells = 200_000 if args.what == "memory" else 4000
     result = run_memory(args) if args.what == "memory" else run_throughput(args)

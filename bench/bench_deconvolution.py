@@ -48,6 +48,7 @@ import reference_env  # noqa: E402  (tools/reference_env.py)
 
 import calab  # noqa: E402  (our package; the reference is only ever a subprocess)
 from _data import FS, LAMBDA, TAU_DECAY, TAU_RISE, make_traces  # noqa: E402  (bench/_data.py)
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 
 REFERENCE_WORKER = Path(__file__).resolve().parent / "_reference_worker.py"
 
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="do not time calab==0.3.0")
     parser.add_argument("--reference-venv", default=None, help="reference venv (default $CALAB_REFERENCE_VENV or .venv-ref)")
     parser.add_argument("--json", type=Path, default=None, help="also save all results to this JSON file")
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
 
     cells_list, frames_list = parse_ints(args.cells), parse_ints(args.frames)
     modes, requested = parse_names(args.modes), parse_names(args.backends)

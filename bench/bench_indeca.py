@@ -3,7 +3,7 @@
 
 Run under the shared lock, with the venv that has OUR calab::
 
-    flock /work/coord/bench.lock python bench/bench_indeca.py                 # 20 x 9000, u = 10
+    python bench/bench_indeca.py                 # 20 x 9000, u = 10 (--lock PATH on a shared machine)
     python bench/bench_indeca.py --cells 20 --frames 9000 --backends numpy,jax --json out.json
     python bench/bench_indeca.py --cells 1000 --frames 27000 --no-reference   # memory chunking
 
@@ -40,6 +40,7 @@ import reference_env  # noqa: E402
 
 import calab  # noqa: E402
 from _data import FS, TAU_DECAY, TAU_RISE, make_traces  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402
 from _indeca_parity import cell_metrics  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "_indeca_reference_worker.py"
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--reference-venv", default=None)
     parser.add_argument("--json", type=Path, default=None)
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
 
     traces = make_traces(args.cells, args.frames, seed=0)
     reference = None

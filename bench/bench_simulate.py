@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
+
 DEFAULT_REFERENCE_PYTHON = REPO_ROOT / ".venv-ref" / "bin" / "python"
 
 # Scenario name -> SimulationConfig keyword overrides (besides cells/frames/seed).
@@ -112,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-python", type=Path, default=DEFAULT_REFERENCE_PYTHON)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds allowed for the reference subprocess per scenario")
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
 
     import numpy
     import scipy

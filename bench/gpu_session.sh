@@ -6,13 +6,13 @@
 #                                          tests, deconv, indeca, cadecon, chunked)
 #
 # Needs `.whl/` carried with pydantic's wheels for cp312 (bench/README.md says how to fetch
-# them); writes every log and JSON to $OUT (default /tmp/calab-gpu-out).  Each part has its
+# them); writes every log and JSON to $OUT (default: gpu-out/ in the current directory).  Each part has its
 # own time limit (T_TESTS, T_DECONV, T_INDECA, T_CADECON, T_CHUNKED seconds) so that one
 # slow part cannot take the whole lease, and TESTS_K (pytest -k), DECONV_BACKENDS, DECONV_ARGS,
 # CADECON_BACKENDS and CADECON_CALLS narrow a rerun; at most 6 files land in $OUT (the device tool
 # brings back 8).
 set -u
-OUT=${OUT:-/tmp/calab-gpu-out}
+OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 PARTS=${1:-tests,deconv,indeca,cadecon,chunked}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false CUPY_CACHE_DIR=/tmp/cupy-cache

@@ -18,7 +18,7 @@ Usage::
     python tools/eval_cadecon.py --suite quick --variants spec,default
     python tools/eval_cadecon.py table out.json               # markdown table of saved rows
 
-Run timings under ``flock /work/coord/bench.lock`` on a shared machine.  The results
+On a shared machine pass ``--lock PATH`` (or set ``CALAB_BENCH_LOCK``) so timings never overlap.  The results
 behind the defaults are in ``docs/cadecon.md``.
 """
 
@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calab  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 from calab.cadecon.initialization import noise_sigma  # noqa: E402
 from calab.cadecon.shape import tau_to_shape  # noqa: E402
 
@@ -218,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None)
     parser.add_argument("--only", default=None, help="substring filter on scenario names")
     parser.add_argument("--json", type=Path, default=None, help="append rows to this JSON file")
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
     specs = [spec for suite in args.suite.split(",") for spec in SUITES[suite]]
     if args.only:
         specs = [s for s in specs if args.only in s["name"]]
