@@ -8,10 +8,7 @@ Importing :mod:`calab` is cheap: submodules (and, above all, CuPy and JAX) are o
 imported when a name that needs them is first used.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 __version__ = "0.4.0.dev0"
 
@@ -96,14 +93,17 @@ _LAZY_EXPORTS: dict[str, str] = {
 __all__ = sorted(_LAZY_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module_name = _LAZY_EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'calab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    value = getattr(_importlib.import_module(module_name), name)
     globals()[name] = value  # cache: later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names (resolved or not yet), the version, and whatever Python itself put
+    # here (dunders, submodules already imported); no helper of this file.
+    own = {name for name in globals() if not name.startswith("_") or name.startswith("__")}
+    return sorted(own | set(__all__))
