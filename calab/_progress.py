@@ -1,10 +1,12 @@
-"""One progress policy for the library and the command line.
+"""One progress policy and one bar factory for the library and the command line.
 
-A cells-done bar on stderr appears only when stderr is a terminal and the solve is big
-enough to take a while (:data:`PROGRESS_MIN_SAMPLES` cells × frames); a callable given
-by the caller is fed instead; nothing otherwise.  The NumPy engine's results do not
-depend on how cells are batched, so the finer chunks a display asks for never change the
-numbers.
+A bar appears automatically only where someone watches: stderr is a terminal, or the code
+runs in a Jupyter kernel (:func:`show_by_default`), and, for a deconvolution, the solve
+is big enough to take a while (:data:`PROGRESS_MIN_SAMPLES` cells × frames).  A callable
+given by the caller is fed instead; nothing otherwise.  Every bar is made by
+:func:`progress_bar` with ``tqdm.auto``: a text bar on stderr in a terminal, a widget in a
+notebook.  The NumPy engine's results do not depend on how cells are batched, so the finer
+chunks a display asks for never change the numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-__all__ = ["PROGRESS_MIN_SAMPLES", "PROGRESS_STEPS", "cell_bar", "progress_reporter", "stderr_is_tty"]
+__all__ = [
+    "PROGRESS_MIN_SAMPLES",
+    "PROGRESS_STEPS",
+    "cell_bar",
+    "in_notebook",
+    "progress_bar",
+    "progress_reporter",
+    "show_by_default",
+    "stderr_is_tty",
+]
 
 #: Solves smaller than this many samples (cells x frames) take about a second on a CPU:
 #: no automatic progress display for them.
@@ -28,19 +39,57 @@ def stderr_is_tty() -> bool:
         return False
 
 
-def cell_bar(total: int, label: str) -> Any:
-    """A tqdm bar counting cells on stderr."""
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (read from loaded modules; imports nothing)."""
+    return "ipykernel.zmqshell" in sys.modules
+
+
+def show_by_default() -> bool:
+    """Where an automatic (``progress=None``) display appears: a terminal or a notebook."""
+    return stderr_is_tty() or in_notebook()
+
+
+def progress_bar(
+    total: int,
+    label: str,
+    *,
+    unit: str = "cell",
+    initial: int = 0,
+    unit_scale: bool = False,
+    smoothing: float = 0.3,
+    leave: bool = False,
+) -> Any:
+    """A ``tqdm.auto`` bar: text on stderr in a terminal, a widget in a notebook.
+
+    Parameters
+    ----------
+    total : int
+        Units of work (cells, iterations).
+    label : str
+        Description shown before the bar.
+    unit, unit_scale, smoothing, leave
+        As :class:`tqdm.tqdm`.
+    initial : int
+        Units already done (a resumed run).
+    """
     import shutil
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
-    # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes tqdm
-    # draw nothing at all.
-    size = shutil.get_terminal_size((80, 24))
-    return tqdm(
-        total=total, desc=label, unit="cell", file=sys.stderr, leave=False,
-        ncols=size.columns if size.columns > 0 else 80, nrows=size.lines if size.lines > 0 else 24,
-    )  # fmt: skip
+    options: dict[str, Any] = dict(total=total, initial=initial, desc=label, unit=unit, unit_scale=unit_scale,
+                                   smoothing=smoothing, leave=leave)
+    if not any("notebook" in cls.__module__ for cls in tqdm.__mro__):
+        # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes tqdm
+        # draw nothing at all.
+        size = shutil.get_terminal_size((80, 24))
+        options.update(file=sys.stderr, ncols=size.columns if size.columns > 0 else 80,
+                       nrows=size.lines if size.lines > 0 else 24)
+    return tqdm(**options)
+
+
+def cell_bar(total: int, label: str) -> Any:
+    """A bar counting cells (:func:`progress_bar` with the solver's settings)."""
+    return progress_bar(total, label)
 
 
 def progress_reporter(
@@ -52,12 +101,12 @@ def progress_reporter(
     """``(advance, close)`` for a ``progress`` argument, or ``(None, None)`` when silent.
 
     ``advance(k)`` reports ``k`` more finished cells.  None means automatic: a bar on a
-    terminal for solves of at least :data:`PROGRESS_MIN_SAMPLES` samples.
+    terminal or in a notebook for solves of at least :data:`PROGRESS_MIN_SAMPLES` samples.
     """
     if callable(progress):
         return progress, None
     if progress is None:
-        progress = samples >= PROGRESS_MIN_SAMPLES and stderr_is_tty()
+        progress = samples >= PROGRESS_MIN_SAMPLES and show_by_default()
     if not progress:
         return None, None
     bar = cell_bar(n_cells, label)

@@ -289,8 +289,8 @@ def run_deconvolution(
         ``'numpy'``, ``'jax'``, ``'cupy'`` or ``'auto'``; None resolves it (argument →
         :func:`calab.use_backend` → ``CALAB_BACKEND`` → input array's library → auto).
     progress : bool or callable, optional
-        None (default): a progress bar on stderr for long solves when it is a terminal,
-        nothing when piped.  True/False force it on/off.  A callable is called with the
+        None (default): a progress bar for long solves on a terminal (stderr) or in a
+        Jupyter notebook (a widget), nothing when piped.  True/False force it on/off.  A callable is called with the
         number of cells finished since its previous call.
 
     Returns

@@ -400,7 +400,7 @@ def run_cadecon(
     progress : callable, bool or None
         A callable receiving :class:`CaDeconProgress` events; True for a terminal bar
         (iteration, phase, current taus); False for silence; None (default): a bar when
-        stderr is a terminal.
+        stderr is a terminal or in a Jupyter notebook (a widget there).
     control : CaDeconControl, optional
         Pause, resume or stop the run from another thread (checked at phase boundaries).
     **overrides

@@ -12,12 +12,11 @@ nothing is returned or written.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from calab._progress import stderr_is_tty
+from calab._progress import progress_bar, show_by_default
 
 __all__ = ["PHASES", "CaDeconControl", "CaDeconProgress", "make_reporter"]
 
@@ -130,15 +129,7 @@ class _TerminalBar:
     """tqdm bar over iterations, showing the phase and the current taus."""
 
     def __init__(self, max_iterations: int) -> None:
-        import shutil
-
-        from tqdm import tqdm
-
-        size = shutil.get_terminal_size((80, 24))
-        self.bar = tqdm(
-            total=max_iterations, desc="CaDecon", unit="it", file=sys.stderr, leave=False,
-            ncols=size.columns if size.columns > 0 else 80,
-        )
+        self.bar = progress_bar(max_iterations, "CaDecon", unit="it")
 
     def __call__(self, event: CaDeconProgress) -> None:
         if event.max_iterations != self.bar.total:  # no refinement rounds after a bispectral start
@@ -158,13 +149,13 @@ class _TerminalBar:
 def make_reporter(progress: Any, max_iterations: int) -> tuple[Callable[[CaDeconProgress], None] | None, Callable[[], None]]:
     """``(report, close)`` for ``run_cadecon``'s ``progress`` argument.
 
-    ``progress``: a callable receiving :class:`CaDeconProgress`; True for a terminal bar;
-    False for silence; None for a bar only when stderr is a terminal.
+    ``progress``: a callable receiving :class:`CaDeconProgress`; True for a bar;
+    False for silence; None for a bar only on a terminal or in a notebook.
     """
     if callable(progress):
         return progress, lambda: None
     if progress is None:
-        progress = stderr_is_tty()
+        progress = show_by_default()
     if not progress:
         return None, lambda: None
     bar = _TerminalBar(max_iterations)

@@ -27,7 +27,6 @@ import errno
 import os
 import queue
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from calab._progress import stderr_is_tty
+from calab._progress import progress_bar, show_by_default
 from calab.datasets._sources import TraceSource, check_finite, open_source
 from calab.datasets._store import (
     DatasetMismatchError,
@@ -268,18 +267,11 @@ def _progress(progress: Any, total: int, done: int, label: str) -> tuple[Callabl
     if callable(progress):
         return progress, None
     if progress is None:
-        progress = stderr_is_tty()
+        progress = show_by_default()
     if not progress:
         return None, None
-    import shutil
-
-    from tqdm import tqdm
-
-    # Explicit size: a pseudo-terminal reporting 0x0 (e.g. under `script`) makes tqdm
-    # draw nothing.  The bar shows cells done, cells/s and the ETA.
-    size = shutil.get_terminal_size((80, 24))
-    bar = tqdm(total=total, initial=done, unit="cell", unit_scale=True, desc=label, smoothing=0.1,
-               file=sys.stderr, ncols=size.columns or 80, nrows=size.lines or 24)
+    # cells done, cells/s and the ETA; a resumed run starts at the chunks already stored
+    bar = progress_bar(total, label, initial=done, unit_scale=True, smoothing=0.1, leave=True)
     return bar.update, bar.close
 
 
@@ -355,7 +347,8 @@ def deconvolve_dataset(
         sample then fails the run before it starts and leaves no output.  False skips
         this extra read; a bad chunk then stops the run after the chunks before it.
     progress : bool or callable, optional
-        None: a bar (cells done, cells/s, ETA) when stderr is a terminal.  A callable
+        None: a bar (cells done, cells/s, ETA) when stderr is a terminal or in a Jupyter
+        notebook (a widget there).  A callable
         gets the number of cells finished since its previous call.
     client : dask.distributed.Client, optional
         Solve chunks on the cluster's workers.  They read the source and write the
