@@ -71,6 +71,18 @@ def spec9_trace(scale: float = 1.0, dc: float = 0.0) -> np.ndarray:
     return scale * np.convolve(spikes, kernel)[:n] + dc
 
 
+def short_dc_trace(dc: float, n: int = 200) -> np.ndarray:
+    """``build_kernel(0.02, 0.4, 30)`` driven by unit spikes at 10/50/100/150 plus ``dc``.
+
+    200 samples: shorter than the rolling-baseline window (W = 300 at these taus), so
+    every baseline window is a growing prefix of the trace.
+    """
+    kernel = np.asarray(calab.build_kernel(0.02, 0.4, 30.0), dtype=np.float64)
+    spikes = np.zeros(n)
+    spikes[[10, 50, 100, 150]] = 1.0
+    return np.convolve(spikes, kernel)[:n] + dc
+
+
 def double_exponential(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
     """Peak-normalised double-exponential calcium response, long enough to decay to ~1e-6."""
     n = max(2, int(math.ceil(13.815510557964274 * tau_decay * fs)))
@@ -293,6 +305,13 @@ def deconv_cases(extra: dict[str, np.ndarray] | None = None) -> list[dict]:
     add("empty_1d", np.zeros(0), "empty 1-D input", ["empty", "1d"])
     add("empty_c0", np.zeros((3, 0)), "(3, 0) input: per-row empty results", ["empty", "2d"])
     add("empty_10", np.zeros((1, 0)), "(1, 0) input", ["empty", "2d", "one_row"])
+    # --- DC offset on a trace shorter than the rolling-baseline window ----------------------
+    # (last: a case's perturbation seed is its index, so new cases go at the end)
+    short = dict(tau_r=0.02, tau_d=0.4, lam=0.001)
+    add("dc5_short", short_dc_trace(5.0), "4 unit spikes + 5 DC, n=200 < baseline window 300, λ=0.001",
+        ["1d", "dc_offset", "short"], **short)
+    add("dc_short_batch", np.stack([short_dc_trace(dc) for dc in (5.0, 0.0, -3.0)]),
+        "(3, 200) batch: DC +5, 0, -3 on the short trace", ["2d", "dc_offset", "short"], **short)
     return cases
 
 

@@ -110,6 +110,10 @@ def sanity_check(outdir: Path) -> list[str]:
         expect(int(c["iterations"]) == iters, f"{name}: iterations {int(c['iterations'])} != {iters}")
         expect(abs(float(c["baseline"]) - baseline) < 1e-7 * max(1, abs(baseline)) + 1e-9, f"{name}: baseline {float(c['baseline'])!r} != {baseline}")
         expect(abs(float(c["activity"].astype(np.float64).sum()) - total) < tol, f"{name}: Σactivity {c['activity'].sum()} != {total}")
+    # a constant offset is reported as the baseline (§9), also on a trace shorter than the
+    # rolling-baseline window
+    c = _case(outdir, "dc5_short")
+    expect(abs(float(c["baseline"]) - 5.0) < 0.1, f"dc5_short: baseline {float(c['baseline'])!r} is not the +5 offset")
     # cap rounding (§7.4) on a trace that needs more than 200 iterations
     for name, cap in (("maxiter_0", 0), ("maxiter_37", 100), ("maxiter_150", 200), ("maxiter_150_banded", 200)):
         c = _case(outdir, name)
