@@ -813,13 +813,29 @@ class _DevicePoller:
 
 
 def part_tests_row(args: argparse.Namespace, rows: Rows) -> None:
-    """One row from a pytest log: its closing counts line and exit status."""
+    """One row from a verbose pytest log: its closing counts line (or, for a run stopped at its
+    time limit, the outcomes printed so far) and the failed tests."""
     text = Path(args.log).read_text(errors="replace") if args.log and Path(args.log).exists() else ""
-    closing = [line.strip("= ") for line in text.splitlines() if re.search(r"\d+ (passed|failed|skipped|deselected|error)", line)]
-    failed = [line.split(" - ")[0] for line in text.splitlines() if line.startswith(("FAILED ", "ERROR "))]
-    rows.emit("tests", step=args.step, exit=int(args.exit),
-              result=closing[-1] if closing else "no closing line (stopped at its time limit?)",
-              failed=failed or None)
+    lines = text.splitlines()
+    closing = [line.strip("= ") for line in lines if re.search(r"^=+ .*\d+ (passed|failed|skipped|deselected|errors?)\b", line)]
+    # "tests/x.py::test PASSED [ 1%]" (serial) or "[gw0] [  1%] PASSED tests/x.py::test" (xdist)
+    outcome = re.compile(r"(?:(tests/\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b)|"
+                         r"(?:\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s+(tests/\S+::\S+))")
+    seen: dict[str, str] = {}
+    for line in lines:
+        match = outcome.search(line)
+        if match:
+            name = match.group(1) or match.group(4)
+            seen[name] = match.group(2) or match.group(3)
+    counts = {state: sum(1 for v in seen.values() if v == state) for state in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+    failed = sorted(name for name, state in seen.items() if state in ("FAILED", "ERROR"))
+    failed += [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR ")) and line.split(" - ")[0].split()[-1] not in failed]
+    if closing:
+        result = closing[-1]
+    else:
+        result = (f"no closing line (stopped at its time limit?): so far {counts['PASSED']} passed, {counts['FAILED']} failed, "
+                  f"{counts['ERROR']} errors, {counts['SKIPPED']} skipped")
+    rows.emit("tests", step=args.step, exit=int(args.exit), result=result, failed=failed or None)
 
 
 # ============================================================================ summary

@@ -126,7 +126,7 @@ if "$PY" -c "import xdist" >/dev/null 2>&1 && [ "$(nproc)" -ge 8 ]; then
     XDIST="-n 4"
 fi
 FIXED="real_out_of_memory or solve_matches_numpy_backend or documented_error_or_finite_documented_output"
-PYTEST=("$PY" -m pytest -q -ra -p no:cacheprovider --timeout 240)
+PYTEST=("$PY" -m pytest -v -ra -p no:cacheprovider --timeout 240)  # -v: outcomes as they happen
 
 run_step() {
     local step=$1 limit=$2 rc
