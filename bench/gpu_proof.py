@@ -451,6 +451,7 @@ def part_deconv(args: argparse.Namespace, rows: Rows) -> None:
             mean_iterations=float(np.mean(iterations)), max_iterations=int(np.max(iterations)),
             converged=float(np.mean(memory.host(result.converged))),
             ms_per_iteration=None if median is None else 1e3 * median / max(int(np.max(iterations)), 1),
+            us_per_cell_iteration=None if median is None else 1e6 * median / max(int(np.sum(iterations)), 1),
             cell_frames_per_s=None if median is None else cells * frames / median,
             device=target.info.reason,
         )  # fmt: skip
@@ -472,6 +473,9 @@ def part_deconv(args: argparse.Namespace, rows: Rows) -> None:
         if mode in oracles:
             rows.emit("deconv-parity", backend=target.label, mode=mode, sample=f"{len(indices)} cells spread over {cells}",
                       **parity(activity, iterations, oracles[mode]["activity"], oracles[mode]["iterations"], chaotic))
+    # What one iteration's memory traffic costs on this card, to read the solve times against.
+    if target.name == "cupy" and budget.allows(10.0):
+        rows.emit("deconv-roofline", backend=target.label, **_roofline(memory, cells, frames))
     # End to end from float64 NumPy to float64 NumPy (validation, conversion, transfers).
     if target.name != "numpy":
         host64 = None
@@ -482,6 +486,41 @@ def part_deconv(args: argparse.Namespace, rows: Rows) -> None:
                 host64 = traces.astype(np.float64)
             seconds, _ = call(host64, mode)
             rows.emit("deconv-host", backend=target.label, mode=mode, numpy_in_out_s=seconds)
+
+
+def _roofline(memory: DeviceMemory, cells: int, frames: int) -> dict[str, Any]:
+    """Two ceilings of the card for a batch of this shape, timed with CUDA events.
+
+    * a device-to-device copy of the float32 batch (bytes read + written per second);
+    * one batched real FFT and its inverse at the padded length calab's FFT mode uses, per cell
+      (each FFT-mode iteration does at least one such pair per active cell).
+
+    ``us_per_cell_iteration`` of the deconvolution rows over ``fft_pair_us_per_cell`` says how many
+    FFT pairs' worth of time one cell-iteration costs.
+    """
+    from calab.backends import get_backend
+
+    cupy = memory.cupy
+    size = get_backend("cupy").fft_length(frames + max(256, frames // 8))
+    x = cupy.random.standard_normal((cells, size), dtype=cupy.float32)
+
+    def timed(function: Any, repeats: int = 5) -> float:
+        function()  # plans, first-touch
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        for _ in range(repeats):
+            function()
+        stop.record()
+        stop.synchronize()
+        return cupy.cuda.get_elapsed_time(start, stop) / repeats  # ms
+
+    def fft_pair() -> Any:
+        return cupy.fft.irfft(cupy.fft.rfft(x, axis=1), n=size, axis=1)
+
+    copy_ms = timed(x.copy)
+    fft_ms = timed(fft_pair)
+    return dict(cells=cells, fft_length=size, copy_gb_per_s=2 * cells * size * 4 / copy_ms / 1e6, fft_pair_ms=fft_ms,
+                fft_pair_us_per_cell=1e3 * fft_ms / cells)
 
 
 def part_oom(args: argparse.Namespace, rows: Rows) -> None:
@@ -873,7 +912,9 @@ def part_summary(args: argparse.Namespace, rows: Rows) -> None:
             warm[(backend, r["mode"])] = r["warm_s"]
         line = (f"deconv {r['backend']} {r['mode']} {r['cells']}x{r['frames']}: cold {r['cold_s']:.2f} s, warm "
                 f"{'-' if r.get('warm_s') is None else format(r['warm_s'], '.3f')} s, peak "
-                f"{'-' if r.get('peak_device_gib') is None else format(r['peak_device_gib'], '.2f')} GiB")
+                f"{'-' if r.get('peak_device_gib') is None else format(r['peak_device_gib'], '.2f')} GiB, iterations mean "
+                f"{r['mean_iterations']:.0f} / max {r['max_iterations']}, {_fmt(r.get('us_per_cell_iteration'), '.3f')} us per "
+                f"cell-iteration")
         if backend == "cupy" and r.get("warm_s") is not None and r["mode"] in DECONV_TARGET_S:
             line += f" (target <= {DECONV_TARGET_S[r['mode']]} s: {verdict(r['warm_s'] <= DECONV_TARGET_S[r['mode']])})"
         print(line)
@@ -889,6 +930,9 @@ def part_summary(args: argparse.Namespace, rows: Rows) -> None:
               f"(GPU criterion {r['meet_gpu_golden_criterion']}, reference criterion {r['meet_reference_criterion']}); "
               f"worst {r['worst_rel_error']:.1e} of peak, max iteration diff {r['max_iteration_diff']}"
               + (f", failing cells chaotic on the CPU {r['failing_cells_chaotic_on_cpu']}" if "failing_cells_chaotic_on_cpu" in r else ""))
+    for r in pick("deconv-roofline"):
+        print(f"roofline {r['backend']} {r['cells']} x {r['fft_length']}: device copy {r['copy_gb_per_s']:.0f} GB/s, "
+              f"rfft+irfft {r['fft_pair_ms']:.2f} ms ({r['fft_pair_us_per_cell']:.3f} us per cell)")
     for r in pick("deconv-host"):
         print(f"deconv {r['backend']} {r['mode']}: NumPy float64 in/out {r['numpy_in_out_s']:.2f} s")
     for r in pick("oom"):
@@ -992,6 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows is None and os.environ.get("OUT"):
         args.rows = Path(os.environ["OUT"]) / "rows.jsonl"
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.rows is not None:
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
     context = {"size": args.size} if args.part not in ("tests-row", "summary", "env") else {}
     rows = Rows(args.rows, context)
     PARTS[args.part](args, rows)
