@@ -62,6 +62,7 @@ for _path in (str(REPO_ROOT), str(BENCH)):
         sys.path.insert(0, _path)
 
 from _data import FS, LAMBDA, TAU_DECAY, TAU_RISE, make_traces  # noqa: E402
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 
 #: Problem sizes per ``--size``: (cells, frames) unless said otherwise.
 SIZES: dict[str, dict[str, Any]] = {
@@ -1032,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", default="")
     parser.add_argument("--exit", default="0")
     parser.add_argument("--log", default=None)
+    add_lock_option(parser)
     args = parser.parse_args(argv)
     if args.rows is None and os.environ.get("OUT"):
         args.rows = Path(os.environ["OUT"]) / "rows.jsonl"
@@ -1040,6 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rows.parent.mkdir(parents=True, exist_ok=True)
     context = {"size": args.size} if args.part not in ("tests-row", "summary", "env") else {}
     rows = Rows(args.rows, context)
+    if args.part not in ("tests-row", "summary", "env", "cadecon-cpu"):
+        # cadecon-cpu runs beside a GPU part that waits for it: it must not queue behind it
+        hold_lock(args.lock)
     PARTS[args.part](args, rows)
     return 0
 
