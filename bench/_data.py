@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["FS", "LAMBDA", "TAU_DECAY", "TAU_RISE", "double_exponential", "make_traces"]
 
-# gcamp6f-like problem (Chen et al. 2013 kinetics) at the target scale.
+# gcamp6f-like problem (Chen et al. 2013 kinetics) at the target scale.
 FS = 30.0
 TAU_RISE = 0.1
 TAU_DECAY = 0.6

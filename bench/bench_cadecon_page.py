@@ -1,4 +1,4 @@
-"""Responsiveness of the built-in CaDecon page on a large recording (issue #12).
+"""Responsiveness of the built-in CaDecon page on a large recording.
 
 Serves an N × T recording (default 1,000 cells × 100,000 frames at 30 Hz) on a CaDecon
 bridge session, opens the page in headless Chromium, walks the trace inspector (next

@@ -5,7 +5,7 @@ Run on a machine with a CUDA GPU, with the environment that has OUR calab (see
 ``bench/README.md``, section "GPU", for the exact commands and how to bring the reference
 onto a machine without network access)::
 
-    python bench/bench_gpu.py                                  # the issue's full grid
+    python bench/bench_gpu.py                                  # the full grid
     python bench/bench_gpu.py --cells 10000 --frames 27000     # the "done when" row only
     python bench/bench_gpu.py --cells 1000 --frames 9000 --backends cupy --no-reference
 
@@ -37,7 +37,7 @@ pools never compete):
   the column says ``×k`` for the extrapolation factor.  ``speed-up`` = ref s / median s.
 
 Nothing is estimated or filled in: a value that was not measured prints as ``-``.  The
-"done when" lines at the end compare the 10,000 × 27,000 rows with the issue's targets.
+"done when" lines at the end compare the 10,000 × 27,000 rows with the performance targets.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ for path in (str(REPO_ROOT), str(BENCH), str(REPO_ROOT / "tools")):
 from bench_deconvolution import FS, LAMBDA, TAU_DECAY, TAU_RISE, make_traces  # noqa: E402
 
 BLOCK = 1000
-#: the issue's targets for 10,000 cells x 27,000 frames on one H200, after warm-up
+#: the performance targets for 10,000 cells x 27,000 frames on one H200, after warm-up
 TARGETS = {"fft": 4.0, "banded": 2.0}
 JAX_TARGET_RATIO = 2.0
 
@@ -295,7 +295,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def done_when(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's acceptance lines for the 10,000 x 27,000 rows (measured values only)."""
+    """The acceptance lines for the 10,000 x 27,000 rows (measured values only)."""
     lines = []
     target_rows = [r for r in rows if r["cells"] == 10_000 and r["frames"] == 27_000]
     for mode, limit in TARGETS.items():

@@ -11,7 +11,7 @@ yardstick here is our NumPy backend (whose parity with calab 0.3.0 is measured b
 
 * ``indeca``: ``solve_traces`` on 20 x 9000 (u = 10, the CaDecon app's settings, as
   ``bench_indeca.py``): cold and warm wall time per backend, and each GPU backend's
-  per-cell agreement with the NumPy backend under the issue's parity criteria;
+  per-cell agreement with the NumPy backend under the per-cell parity criteria;
 * ``chunked``: ``solve_traces`` on 1000 x 27,000 at u = 10 (270,000 activity samples per
   cell: blocks bounded by the device's free memory), one call per backend;
 * ``cadecon``: ``run_cadecon`` on a simulated gcamp6f population (200 x 9000, seed 42)

@@ -13,7 +13,7 @@ Data: ``bench/_data.make_traces`` (raw fluorescence, F0 ~ 1000, ~100 per spike).
 
 Per backend it reports the wall time of a cold call (includes Numba/JIT compilation) and
 of a warm call, the speed-up of the warm call over the reference's loop measured in the
-same run, and the agreement with the reference per cell (the issue's parity criteria:
+same run, and the agreement with the reference per cell (the per-cell parity criteria:
 count correlation, total count, alpha, PVE, iterations).
 """
 

@@ -57,7 +57,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_nwb": "calab.loaders",
     # browser bridge (CaTune page, headless Chromium)
     "tune": "calab.bridge",
-    "decon": "calab.bridge",  # CaDecon page on the bridge (issue #12)
+    "decon": "calab.bridge",  # CaDecon page on the bridge
     "HeadlessBrowser": "calab.bridge",
     "BridgeVersionError": "calab.bridge",
     "BridgeVersionWarning": "calab.bridge",
@@ -75,7 +75,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "BiexpFitResults": "calab.indeca",
     "SeedResult": "calab.indeca",
     "KernelSubset": "calab.indeca",
-    # automated deconvolution (CaDecon loop, issue #10)
+    # automated deconvolution (CaDecon loop)
     "run_cadecon": "calab.cadecon",
     "DeconConfig": "calab.cadecon",
     "CaDeconResult": "calab.cadecon",

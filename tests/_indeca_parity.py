@@ -12,7 +12,7 @@ import numpy as np
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "indeca"
 
-#: the issue's per-cell criteria for solve_trace
+#: the per-cell parity criteria for solve_trace
 COUNT_CORRELATION = 0.98
 TOTAL_COUNT_RTOL = 0.03
 ALPHA_RTOL = 0.03
@@ -39,7 +39,7 @@ def solve_case(name: str, kwargs: dict, backend: str) -> tuple[dict, object]:
 
 
 def cell_metrics(ref_counts: np.ndarray, ref_scalars: np.ndarray, counts: np.ndarray, alpha: float, pve: float, iterations: int) -> dict:
-    """The issue's measures for one cell, plus whether each criterion holds."""
+    """The parity measures for one cell, plus whether each criterion holds."""
     ref_total, total = float(ref_counts.sum()), float(counts.sum())
     if ref_counts.std() > 0 and counts.std() > 0:
         corr = float(np.corrcoef(ref_counts, counts)[0, 1])

@@ -173,7 +173,7 @@ def test_chunk_budget_and_recovery(monkeypatch):
     backend.memory_scale = 1.0
     monkeypatch.setattr(CupyBackend, "free_memory_bytes", lambda self: 139 * 2**30)
     big = backend.max_chunk_cells(50_000, 27_000)
-    assert big >= 50_000  # the largest row fits an H200 in one chunk (estimate)
+    assert big >= 50_000  # the largest benchmark row fits an H200 in one chunk (estimate)
     backend.memory_scale = 0.5
     assert backend.max_chunk_cells(50_000, 27_000) < big
     monkeypatch.setattr(CupyBackend, "free_memory_bytes", lambda self: 0)

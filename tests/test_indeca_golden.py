@@ -22,7 +22,7 @@ MANIFEST = parity.manifest()
 #: cases where the reference only fits float rounding noise (a constant trace after the
 #: band-pass is ~1e-7 of FFT round-off): both sides must find no real signal (alpha ~ 0)
 NOISE_ONLY = {"constant"}
-#: cells (of 53) allowed to miss the issue's per-cell criteria.  NumPy: the two
+#: cells (of 53) allowed to miss the per-cell parity criteria.  NumPy: the two
 #: noise-constrained cells documented in docs/differences.md (u4_noise/0, fs60_u5/0).  JAX
 #: evaluates the AR(2) operator by FFT (different float32 rounding), so a few more
 #: threshold decisions at a margin flip (measured: 7 cells, count correlation >= 0.94).

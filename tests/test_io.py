@@ -117,7 +117,7 @@ def test_save_rejects_bad_traces_before_writing(tmp_path, traces, error, match):
 
 
 def test_save_rejects_object_arrays_even_of_numbers_naming_the_conversion(tmp_path):
-    # Dtype policy (issue #15): object data is refused, with the explicit conversion to use.
+    # Dtype policy: object data is refused, with the explicit conversion to use.
     with pytest.raises(TypeError, match=r"np.asarray\(data, dtype=float\)"):
         calab.save_for_tuning(np.array([[1, 2.5]], dtype=object), 30.0, tmp_path / "x")
     assert list(tmp_path.iterdir()) == []

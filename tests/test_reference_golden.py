@@ -6,10 +6,10 @@ Regenerate them with::
 
     .venv/bin/python tools/make_golden.py
 
-Acceptance criteria (from the issue; see also spec ``numerics.md`` §15):
+Acceptance criteria (see spec ``numerics.md`` §15):
 
 * activity, per cell: ``max |ours - ref| <= 1e-3 * max(peak |ref|, 1e-6)``; a cell that
-  misses this but has Pearson r >= 0.999 passes with a warning (the issue's alternative;
+  misses this but has Pearson r >= 0.999 passes with a warning (the alternative criterion;
   ``CALAB_GOLDEN_STRICT=1`` disables it);
 * baseline and reconvolution: within ``1e-3`` absolute, scaled by the case's amplitude for
   traces in raw fluorescence units (see :data:`ABS_TOL`);
@@ -61,11 +61,11 @@ CASES = {case["name"]: case for case in MANIFEST["cases"]}
 HOST = json.loads((GOLDEN / "host_maths.json").read_text())
 ERRORS = json.loads((GOLDEN / "errors.json").read_text())
 
-#: Activity tolerance, relative to the cell's peak |activity| (the issue's criterion).
+#: Activity tolerance, relative to the cell's peak |activity| (the parity criterion).
 ACTIVITY_RTOL = 1e-3
 #: Floor of that peak, so all-zero cells need |ours| <= 1e-9.
 ACTIVITY_PEAK_FLOOR = 1e-6
-#: Pearson correlation accepted as the issue's alternative activity criterion.  It is weak:
+#: Pearson correlation accepted as the alternative activity criterion.  It is weak:
 #: Pearson r ignores scale and offset, and a single sample off by 5 % of the peak in a
 #: sparse 300-sample trace still gives r = 0.9997.  A cell that passes only this way
 #: therefore raises a warning, and CALAB_GOLDEN_STRICT=1 turns the alternative off
@@ -82,7 +82,7 @@ ACTIVITY_ALLOW_PEARSON = os.environ.get("CALAB_GOLDEN_STRICT", "0").strip() in (
 #: Measured: the NumPy backend, with identical iteration counts and activity within
 #: 4e-5 of peak, still differs by up to 2.8e-3 in reconvolution on ``gcamp6f_fft``.
 ABS_TOL = 1e-3
-#: Relative slack on iteration counts (the issue's "within 10 %"), never below +-1: spec
+#: Relative slack on iteration counts ("within 10 %"), never below +-1: spec
 #: §13 allows +-1 near the threshold for float32-reduction GPU paths.
 ITERATION_RTOL = 0.10
 #: Multiple of the reference's own 1-ulp perturbation spread that is always tolerated
@@ -223,7 +223,7 @@ def test_full_result_structure(case: str, backend: str) -> None:
 
 
 def check_activity(case: str, backend: str, activity: Any) -> None:
-    """Assert the issue's per-cell activity criterion against the reference's activity."""
+    """Assert the per-cell activity criterion against the reference's activity."""
     golden = load_case(case)
     ref = as_rows(golden["activity"])
     ours = as_rows(activity)

@@ -1,4 +1,4 @@
-"""Regression tests for issue #15: every input the issue found giving a silent wrong answer.
+"""Regression tests: every input found to give a silent wrong answer.
 
 Each case is checked as a user makes it (public API, every usable backend where the
 function takes ``backend=``), and the validation layer :mod:`calab._validate` is tested on

@@ -242,7 +242,7 @@ def deconv_cases(extra: dict[str, np.ndarray] | None = None) -> list[dict]:
     add("gcamp6f_dff_box01_banded", dff, "gcamp6f-like ΔF/F (3, 1500), box01, banded", ["gcamp6f", "2d", "box01", "banded"], tau_r=0.1, tau_d=0.6, lam=0.5, constraint="box01", conv_mode="banded")
     add("high_lambda_batch", dff, "ΔF/F batch with λ=50: every cell all-zero, 6 iterations", ["2d", "high_lambda"], tau_r=0.1, tau_d=0.6, lam=50.0)
 
-    # --- the target problem (bench data, 100 x 9000): its hardest cells ---------------
+    # --- the target problem (bench data, 100 x 9000): its hardest cells ---------------------------
     if "bench_target_cells" in extra:
         # Rows 0, 8 and 98 of bench/bench_deconvolution.py's make_traces(100, 9000, seed=0):
         # long, slowly converging solves (1000+ iterations) where FFT rounding differences
@@ -540,7 +540,7 @@ def host_maths(outdir: Path) -> dict:
 NAN, INF = float("nan"), float("inf")
 
 # "mentions": list of groups; the message (lower-cased) must contain one string of every
-# group.  These are OUR requirements on messages (the lead may reword them); the reference's
+# group.  These are OUR requirements on messages (free to be reworded); the reference's
 # own messages are recorded next to them for information.
 M_NONFINITE = ["non-finite", "nan", "inf", "finite"]
 M_FS = ["fs"]

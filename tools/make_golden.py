@@ -52,7 +52,7 @@ GENERATED = ("deconv", "manifest.json", "host_maths.npz", "host_maths.json", "er
 def extra_inputs() -> dict[str, np.ndarray]:
     """Inputs generated on this side: rows of the benchmark's data set.
 
-    ``bench/_data.py`` (pure NumPy, no ``calab``) owns the generator of the issue's
+    ``bench/_data.py`` (pure NumPy, no ``calab``) owns the generator of the
     target problem, 100 cells x 9000 frames; the golden case holds exactly those cells.
     """
     spec = importlib.util.spec_from_file_location("_calab_bench_data", BENCH_DATA)

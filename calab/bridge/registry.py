@@ -3,7 +3,7 @@
 The table mirrors calab 0.3.0's registry (spec ``bridge-and-apps.md`` §1.5) so hosted
 apps keep working, and adds what calab's own server needs: the built-in page directory
 and a per-app set of compute routes (served under :data:`COMPUTE_PREFIX`).  Another app
-(CaDecon, issue #12) joins by calling :func:`register_app` with its own
+(CaDecon) joins by calling :func:`register_app` with its own
 :class:`AppSpec`; nothing in the server is specific to one app.
 """
 

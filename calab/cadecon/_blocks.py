@@ -1,7 +1,7 @@
 """The InDeCa building blocks the CaDecon loop calls, in one place.
 
 Every phase of the loop goes through these four functions, so the loop never depends on
-how the batched InDeCa functions (``calab.indeca``, issue #9) spell their arguments.
+how the batched InDeCa functions (``calab.indeca``) spell their arguments.
 All arrays cross this boundary on the host (NumPy); the blocks run on ``backend``.
 """
 
