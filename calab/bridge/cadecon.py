@@ -31,6 +31,7 @@ import numpy as np
 
 from calab.bridge.catune import decimate_minmax
 from calab.bridge.handshake import check_payload
+from calab.bridge.limits import BOUNDS, RequestError, bound, check_flag, parse_json
 from calab.bridge.registry import APPS, ComputeRoute, register_app
 from calab.bridge.server import BridgeSession, json_response
 
@@ -41,8 +42,6 @@ _RUNNER_KEY = "cadecon.runner"
 CONFIG_KEY = "cadecon.config"
 BACKEND_KEY = "cadecon.backend"
 STEM_KEY = "cadecon.stem"
-#: raster size limits (cells × time bins)
-MAX_RASTER_ROWS, MAX_RASTER_COLS = 600, 1600
 #: the page's progress statuses (spec bridge-and-apps.md §1.10)
 _PAGE_STATUS = {"running": "running", "paused": "paused", "stopping": "stopping",
                 "converged": "running", "done": "complete"}
@@ -403,16 +402,58 @@ def raster_image(traces: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, 
 
 
 # ------------------------------------------------------------------ HTTP handlers
+_ROUTE = "/calab/v1/cadecon"
+
+
 def _json_request(body: bytes) -> dict[str, Any]:
     if not body:
         return {}
-    try:
-        request = json.loads(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("Invalid JSON") from None
+    request = parse_json(body)
     if not isinstance(request, dict):
-        raise ValueError("the request must be a JSON object")
+        raise RequestError("the request must be a JSON object")
     return request
+
+
+def _field_kinds() -> dict[str, type]:
+    """``DeconConfig`` field -> int, float or bool, for the fields that hold one of them."""
+    import typing
+
+    from calab.cadecon import DeconConfig
+
+    kinds = {}
+    for name, field in DeconConfig.model_fields.items():
+        args = set(typing.get_args(field.annotation)) or {field.annotation}
+        for kind in (bool, int, float):
+            if kind in args:
+                kinds[name] = kind
+                break
+    return kinds
+
+
+def checked_start_config(config: Any) -> dict[str, Any]:
+    """The ``config`` of a start request with every number checked (RequestError otherwise).
+
+    Numbers must be JSON numbers (a string or ``true`` is refused rather than coerced) and
+    flags JSON booleans; the settings that multiply work meet the bridge's caps in
+    :data:`calab.bridge.limits.BOUNDS`; :class:`DeconConfig` then applies its own bounds.
+    """
+    if not isinstance(config, dict):
+        raise RequestError("'config' must be an object of DeconConfig fields")
+    route = f"POST {_ROUTE}/start"
+    for name, kind in _field_kinds().items():
+        value = config.get(name)
+        if value is None:
+            continue
+        cap = BOUNDS.get((route, f"config.{name}"))
+        if cap is not None:
+            cap.check(value)
+        elif kind is bool and not isinstance(value, bool):
+            raise RequestError(f"'config.{name}' must be true or false, got {value!r:.40}")
+        elif kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                   or (kind is int and not float(value).is_integer())):
+            what = "an integer" if kind is int else "a number"
+            raise RequestError(f"'config.{name}' must be {what}, got {value!r:.40}")
+    return config
 
 
 def _info(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
@@ -436,9 +477,13 @@ def _subsets(session: BridgeSession, query: dict[str, str], body: bytes) -> tupl
     from calab.cadecon.subsets import place_subsets
 
     base = runner_for(session).base_config().model_dump()
-    fields = {"num_subsets": int, "target_coverage": float, "aspect_ratio": float, "seed": int}
-    overrides = {name: kind(query[name]) for name, kind in fields.items() if name in query}
+    route = f"GET {_ROUTE}/subsets"
+    overrides = {name: bound(route, name).from_query(query) for name in
+                 ("num_subsets", "target_coverage", "aspect_ratio", "seed") if name in query}
     settings = DeconConfig(**{**base, **overrides}).resolved()
+    # A Python caller's settings (decon(num_subsets=...)) meet the same caps as the page's.
+    for name in ("num_subsets", "target_coverage", "aspect_ratio", "seed"):
+        bound(route, name).check(getattr(settings, name))
     n_cells, n_frames = session.traces.shape[:2]
     rects = place_subsets(n_cells, n_frames, settings.num_subsets, settings.target_coverage,
                           settings.aspect_ratio, settings.seed)
@@ -457,8 +502,9 @@ def _subsets(session: BridgeSession, query: dict[str, str], body: bytes) -> tupl
 
 
 def _raster(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-    rows = int(min(max(int(query.get("rows", 300)), 1), MAX_RASTER_ROWS))
-    cols = int(min(max(int(query.get("cols", 800)), 1), MAX_RASTER_COLS))
+    route = f"GET {_ROUTE}/raster"
+    rows = bound(route, "rows").from_query(query, 300)
+    cols = bound(route, "cols").from_query(query, 800)
     key = f"cadecon.raster.{rows}x{cols}"
     cached = session.cache.get(key)
     if cached is None:
@@ -477,22 +523,18 @@ def _control(action: str):
         request = _json_request(body)
         try:
             if action == "start":
-                config = request.get("config") or {}
-                if not isinstance(config, dict):
-                    raise ValueError("'config' must be an object of DeconConfig fields")
+                config = checked_start_config({} if request.get("config") is None else request["config"])
+                # The Python caller's settings (decon(...)) meet the same caps as the page's.
+                checked_start_config({**runner.base_config().model_dump(), **config})
                 reply: dict[str, Any] = runner.start(config)
             elif action == "stop":
-                runner.stop(bool(request.get("finalize", True)))
+                runner.stop(check_flag(request, "finalize", True))
                 reply = {}
             else:
                 getattr(runner, action)()
                 reply = {}
         except _Conflict as exc:
             return json_response(409, {"error": str(exc)})
-        except Exception as exc:  # pydantic ValidationError: the page shows the field
-            if type(exc).__name__ == "ValidationError":
-                return json_response(400, {"error": str(exc)})
-            raise
         return json_response(200, {"status": runner.status, **reply})
     return handler
 
@@ -536,12 +578,14 @@ def _window_solve(session: BridgeSession, runner: CaDeconRunner, cell: int, star
 
 def _trace(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
     n_cells, n_frames = session.traces.shape[:2]
-    cell = int(query["cell"])
-    if not 0 <= cell < n_cells:
-        raise ValueError(f"cell index out of range 0..{n_cells - 1}")
-    start = int(min(max(int(query.get("start", 0)), 0), n_frames - 1))
-    stop = int(min(max(int(query.get("stop", n_frames)), start + 1), n_frames))
-    points = int(min(max(int(query.get("points", 1200)), 50), 8192))
+    route = f"GET {_ROUTE}/trace"
+    cell = bound(route, "cell").from_query(query, high=n_cells - 1)
+    start = bound(route, "start").from_query(query, 0, high=n_frames - 1)
+    stop = bound(route, "stop").from_query(query, n_frames, low=start + 1, high=n_frames)
+    points = bound(route, "points").from_query(query, 1200)
+    for flag in ("solve", "minimap"):
+        if query.get(flag, "0") not in ("0", "1"):
+            raise RequestError(f"'{flag}' must be 0 or 1, got {query[flag]!r:.40}")
     runner = runner_for(session)
     raw = session.traces[cell, start:stop]
     series: dict[str, np.ndarray] = {"raw": raw}

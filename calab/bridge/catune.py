@@ -15,20 +15,20 @@ when there is one), all requested cells as one batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from typing import Any
 
 import numpy as np
 
+from calab.bridge.limits import MAX_CELLS_PER_REQUEST, RequestError, bound, check_flag, parse_json
 from calab.bridge.registry import APPS, ComputeRoute, register_app
 from calab.bridge.server import BridgeSession, json_response
 
 __all__ = ["MAX_SOLVE_CELLS", "decimate_minmax", "padded_window", "solve_window"]
 
 #: at most this many cells per solve request (the page shows up to 20 cards)
-MAX_SOLVE_CELLS = 64
+MAX_SOLVE_CELLS = MAX_CELLS_PER_REQUEST
 #: at most this many samples per series in a reply
 MAX_POINTS = 8192
 #: padding cap: five minutes of samples
@@ -189,14 +189,23 @@ def _overview(session: BridgeSession, query: dict[str, str], body: bytes) -> tup
                                "sampling_rate_hz": session.fs, "ranking": ranking})
 
 
+_ROUTE = "/calab/v1/catune"
+
+
 def _minimap(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-    cell = int(query["cell"])
-    bins = int(min(max(int(query.get("bins", 600)), 10), 4000))
-    if not 0 <= cell < session.traces.shape[0]:
-        raise ValueError(f"cell index out of range 0..{session.traces.shape[0] - 1}")
+    route = f"GET {_ROUTE}/minimap"
+    cell = bound(route, "cell").from_query(query, high=session.traces.shape[0] - 1)
+    bins = bound(route, "bins").from_query(query, 600)
     row = session.traces[cell : cell + 1]
     index, values = decimate_minmax(row, 2 * bins)
     return json_response(200, {"cell": cell, "index": index.tolist(), "values": _round(values[0])})
+
+
+def _cells(values: list, route: str, n_cells: int) -> list[int]:
+    """Cell indices checked against the route's bounds (count and range)."""
+    bound(route, "len(cells)").check(len(values))
+    cell = bound(route, "cells")
+    return [cell.check(value, high=n_cells - 1) for value in values]
 
 
 def spectra(traces: np.ndarray, fs: float, cells: list[int], bins: int = 400) -> dict[str, Any]:
@@ -227,36 +236,41 @@ def spectra(traces: np.ndarray, fs: float, cells: list[int], bins: int = 400) ->
 
 
 def _spectrum(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-    cells = [int(c) for c in query.get("cells", "").split(",") if c.strip()]
-    if not cells or len(cells) > MAX_SOLVE_CELLS or any(not 0 <= c < session.traces.shape[0] for c in cells):
-        raise ValueError(f"cells must list 1 to {MAX_SOLVE_CELLS} valid cell indices")
+    route = f"GET {_ROUTE}/spectrum"
+    n_cells = session.traces.shape[0]
+    parts = [part for part in query.get("cells", "").split(",") if part.strip()]
+    bound(route, "len(cells)").check(len(parts))
+    cell = bound(route, "cells")
+    cells = [cell.parse(part, high=n_cells - 1) for part in parts]
     return json_response(200, spectra(session.traces, float(session.fs), cells))
 
 
-def _float(request: dict, name: str) -> float:
-    value = request.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"'{name}' must be a finite number")
-    return float(value)
-
-
 def _solve(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-    try:
-        request = json.loads(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return json_response(400, {"error": "Invalid JSON"})
+    request = parse_json(body)
     if not isinstance(request, dict):
-        return json_response(400, {"error": "the solve request must be a JSON object"})
+        raise RequestError("the solve request must be a JSON object")
+    route = f"POST {_ROUTE}/solve"
+    n_cells, n_timepoints = session.traces.shape
     cells = request.get("cells")
-    if not isinstance(cells, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
-        raise ValueError("'cells' must be a list of integer cell indices")
+    if not isinstance(cells, list):
+        raise RequestError(f"'cells' must be a list of 1 to {MAX_SOLVE_CELLS} cell indices, got {cells!r:.40}")
+    cells = _cells(cells, route, n_cells)
+    if n_timepoints < 2:
+        raise RequestError("the recording has fewer than two samples: nothing to solve")
+    start = bound(route, "start").from_body(request, high=n_timepoints - 2)
+    stop = bound(route, "stop").from_body(request, low=start + 2, high=n_timepoints)
+    tau_rise = bound(route, "tau_rise").from_body(request)
+    tau_decay = bound(route, "tau_decay").from_body(request)
+    if not tau_rise < tau_decay:
+        raise RequestError(f"'tau_decay' ({tau_decay:g} s) must exceed 'tau_rise' ({tau_rise:g} s)")
     reply = solve_window(
-        session.traces, float(session.fs), cells, int(_float(request, "start")), int(_float(request, "stop")),
-        _float(request, "tau_rise"), _float(request, "tau_decay"), _float(request, "lambda"),
-        bool(request.get("filter_enabled", False)), int(request.get("points", 1200)),
-        int(request.get("max_iters", 2000)), bool(request.get("padded_series", False)),
+        session.traces, float(session.fs), cells, start, stop, tau_rise, tau_decay,
+        bound(route, "lambda").from_body(request), check_flag(request, "filter_enabled", False),
+        bound(route, "points").from_body(request, 1200), bound(route, "max_iters").from_body(request, 2000),
+        check_flag(request, "padded_series", False),
     )
-    reply["request_id"] = request.get("request_id")
+    request_id = request.get("request_id")
+    reply["request_id"] = request_id if isinstance(request_id, (str, int, float)) else None
     return json_response(200, reply)
 
 

@@ -131,7 +131,9 @@ def decon(
     pydantic.ValidationError
         A bad setting (names the field), before any server is started.
     ValueError
-        Traces that are not 1-D/2-D, empty or hold NaN/inf; a non-positive ``fs``.
+        Traces that are not 1-D/2-D, empty or hold NaN/inf; a non-positive ``fs``; a
+        setting beyond the bridge's caps (``docs/security.md``: e.g. ``num_subsets`` above
+        1000), before any server is started.
     BridgeVersionError
         A hosted app exported an incompatible results schema.
     """
@@ -145,6 +147,12 @@ def decon(
         **settings,
     )
     import calab.bridge.cadecon as server_side
+    from calab.bridge.limits import RequestError
+
+    try:  # the built-in page's server refuses these; say so before any server starts
+        server_side.checked_start_config(config.model_dump())
+    except RequestError as exc:
+        raise ValueError(f"{exc} (a cap of the browser bridge, docs/security.md)") from None
 
     sessions: list[Any] = []
 

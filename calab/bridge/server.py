@@ -13,7 +13,11 @@ Private-Network-Access preflights.  Beyond 0.3.0:
   rebinding and cross-site requests get 403);
 * per-app compute endpoints under ``/calab/v1/<app>/<name>``, secret-protected;
 * 404s (and every other error) as JSON with CORS headers;
-* request bodies capped (413), malformed JSON / ``.npy`` answered with 400;
+* request bodies capped (413), malformed JSON / ``.npy`` answered with 400; JSON bodies
+  are parsed by :func:`calab.bridge.limits.parse_json` (nesting depth limited before
+  decoding, no ``NaN``/``Infinity``), every numeric parameter is checked against its
+  bound in :data:`calab.bridge.limits.BOUNDS` (400 naming the bound), and an unexpected
+  failure is answered with a JSON 500 instead of a dropped connection;
 * bound to ``127.0.0.1`` only, whatever the caller asks.
 """
 
@@ -37,9 +41,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 
 from calab.bridge.handshake import BridgeVersionError, check_payload
+from calab.bridge.limits import RequestError, bound, parse_json
 from calab.bridge.registry import API_PREFIX, APPS, COMPUTE_PREFIX, PAGES_PREFIX, RESERVED_SLUGS, AppSpec
 
-__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response", "origin_of"]
+__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response", "one_line_error", "origin_of"]
 
 #: the only address the server binds
 LOOPBACK_HOST = "127.0.0.1"
@@ -211,7 +216,37 @@ class BridgeSession:
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """args[0]: the limit that the announced body exceeds."""
+
+
+def one_line_error(exc: BaseException) -> str:
+    """A refusal as one line: pydantic's errors as ``field: message; ...``, others as is."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ == "ValidationError" and callable(errors):
+        parts = []
+        for error in errors():
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+        return "invalid setting " + "; ".join(parts)
+    return str(exc) or type(exc).__name__
+
+
+_PROGRESS_TEXT = {"phase": ("idle", "inference", "kernel-update", "merge", "finalization"),
+                  "status": ("idle", "running", "paused", "stopping", "complete")}
+
+
+def _checked_progress(progress: Any) -> dict:
+    """A progress POST (spec §1.10) with its numbers within bounds; RequestError otherwise."""
+    if not isinstance(progress, dict):
+        raise RequestError("progress must be a JSON object")
+    route = f"POST {API_PREFIX}/progress"
+    for name in ("iteration", "max_iterations", "phase_progress", "tau_rise", "tau_decay"):
+        bound(route, name).from_body(progress, None)
+    for name, choices in _PROGRESS_TEXT.items():
+        value = progress.get(name)
+        if value is not None and value not in choices:
+            raise RequestError(f"'{name}' must be one of {', '.join(choices)} (or null), got {value!r:.40}")
+    return progress
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -252,17 +287,19 @@ class _Handler(BaseHTTPRequestHandler):
         sent = self.headers.get("X-Bridge-Secret", "")
         return hmac.compare_digest(sent.encode("utf-8", "replace"), self.session.secret.encode())
 
-    def _body(self) -> bytes:
+    def _body(self, limit: int | None = None) -> bytes:
+        """The request body; more than ``limit`` (default: the session's cap) bytes is a 413."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        if length > self.session.max_body_bytes:
-            raise _BodyTooLarge
+        if length > (self.session.max_body_bytes if limit is None else limit):
+            raise _BodyTooLarge(self.session.max_body_bytes if limit is None else limit)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _json_body(self, body: bytes) -> Any:
-        return json.loads(body.decode("utf-8"))
+    def _json_body(self) -> Any:
+        """The body decoded as JSON (at most :data:`MAX_JSON_BYTES`); RequestError if it is not."""
+        return parse_json(self._body(MAX_JSON_BYTES))
 
     # ------------------------------------------------------------------ methods
     def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
@@ -316,10 +353,12 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith(COMPUTE_PREFIX + "/"):
                 return self._compute(method, path[len(COMPUTE_PREFIX) + 1:], dict(parse_qsl(url.query)))
             return self._error(404, f"no such endpoint: {method} {path}")
-        except _BodyTooLarge:
-            return self._error(413, f"request body larger than {self.session.max_body_bytes} bytes")
+        except _BodyTooLarge as exc:
+            return self._error(413, f"request body larger than {exc.args[0]} bytes")
         except (BrokenPipeError, ConnectionResetError):
             return None
+        except Exception as exc:  # noqa: BLE001 - a reply, never a dropped connection
+            return self._error(500, f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ static pages
     def _static(self, rel: str) -> None:
@@ -357,14 +396,14 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "POST":
             return self._error(404, f"no such endpoint: {method} {path}")
         if path == f"{API_PREFIX}/heartbeat":
-            self._body()
+            self._body(MAX_JSON_BYTES)
             s.last_heartbeat = time.monotonic()
             return self._json(200, {"status": "ok"})
         if path == f"{API_PREFIX}/progress":
             try:
-                progress = self._json_body(self._body())
-            except (ValueError, UnicodeDecodeError):
-                return self._error(400, "Invalid JSON")
+                progress = _checked_progress(self._json_body())
+            except RequestError as exc:
+                return self._error(400, str(exc))
             s.progress = progress
             return self._json(200, {"status": "ok"})
         return self._results(path)
@@ -411,9 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _json_results(self) -> None:
         s = self.session
         try:
-            payload = self._json_body(self._body())
-        except (ValueError, UnicodeDecodeError):
-            return self._error(400, "Invalid JSON")
+            payload = self._json_body()
+        except RequestError as exc:
+            return self._error(400, str(exc))
         if not isinstance(payload, dict):
             return self._error(400, "Results must be a JSON object")
         try:
@@ -451,11 +490,12 @@ class _Handler(BaseHTTPRequestHandler):
         route = app.compute.get(name)
         if route is None or route.method != method:
             return self._error(404, f"no such endpoint: {method} {COMPUTE_PREFIX}/{rest}")
-        body = self._body() if method == "POST" else b""
+        # Compute requests are small JSON documents: the traces-sized cap is for .npy uploads.
+        body = self._body(MAX_JSON_BYTES) if method == "POST" else b""
         try:
             status, content_type, reply = route.handler(self.session, query, body)
         except (ValueError, KeyError, TypeError) as exc:
-            return self._error(400, str(exc) or type(exc).__name__)
+            return self._error(400, one_line_error(exc))
         except Exception as exc:  # noqa: BLE001 - a failed solve must reach the page as JSON
             return self._error(500, f"{type(exc).__name__}: {exc}")
         return self._send(status, content_type, reply)
