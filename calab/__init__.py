@@ -88,6 +88,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "open_source": "calab.datasets",
     "DatasetLockedError": "calab.datasets",
     "DatasetMismatchError": "calab.datasets",
+    "DatasetDamagedError": "calab.datasets",
+    "DatasetDamageWarning": "calab.datasets",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -830,7 +830,7 @@ def test_every_public_function_is_covered_or_listed() -> None:
         "SolveTraceResult", "SolveTracesResult", "BiexpFitResult", "BiexpFitResults", "KernelSubset",
         "CaDeconResult", "DeconConfig", "CaDeconProgress", "CaDeconControl", "CaDeconWarning",
         "HeadlessBrowser", "BridgeVersionError", "BridgeVersionWarning", "SeedResult",
-        "DatasetLockedError", "DatasetMismatchError",
+        "DatasetLockedError", "DatasetMismatchError", "DatasetDamagedError", "DatasetDamageWarning",
         # open a browser page and wait for the user: input checks in tests/test_bridge*.py
         # and tests/test_decon_bridge.py
         "tune", "decon",

@@ -13,12 +13,20 @@ See ``docs/datasets.md`` for a walk-through, the output layout and cluster recip
 
 from calab.datasets._cadecon import cadecon_dataset
 from calab.datasets._sources import SOURCE_KINDS, TraceSource, open_source
-from calab.datasets._store import MANIFEST_NAME, DatasetLockedError, DatasetMismatchError
+from calab.datasets._store import (
+    MANIFEST_NAME,
+    DatasetDamagedError,
+    DatasetDamageWarning,
+    DatasetLockedError,
+    DatasetMismatchError,
+)
 from calab.datasets._stream import DatasetRun, deconvolve_dataset, plan_chunk_cells
 
 __all__ = [
     "MANIFEST_NAME",
     "SOURCE_KINDS",
+    "DatasetDamageWarning",
+    "DatasetDamagedError",
     "DatasetLockedError",
     "DatasetMismatchError",
     "DatasetRun",

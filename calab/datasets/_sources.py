@@ -180,18 +180,28 @@ class NpySource(TraceSource):
 
 
 def open_npy(path: Path) -> np.ndarray:
-    """Memory-map a ``.npy`` file with the loaders' clear errors for damaged files."""
+    """Memory-map a ``.npy`` file with the loaders' clear errors for damaged files.
+
+    The header is checked first (:func:`calab.loaders._common.check_npy_header`): a file
+    that is not a ``.npy`` at all is reported as such, not as "a pickled object array"
+    (NumPy takes any file without its magic bytes for a pickle).
+    """
+    from calab.loaders._common import check_npy_header
+
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a .npy file; pass the .npy file itself (or fmt= its format).")
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
     try:
+        with open(path, "rb") as handle:
+            check_npy_header(handle, path)
         array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except TypeError:
+        raise
     except ValueError as exc:
         text = str(exc)
-        if "pickle" in text or "object" in text:
-            raise TypeError(
-                f"{path} stores Python objects (a pickled object array), not numbers; re-save "
-                "the traces as a numeric array."
-            ) from None
+        if text.startswith(str(path)):
+            raise  # already one of our messages
         raise ValueError(
             f"{path} could not be memory-mapped as a .npy file ({text}); it may be truncated or "
             "not a .npy file. Re-create it with numpy.save."
@@ -217,6 +227,7 @@ class ZarrSource(TraceSource):
         shape = tuple(array.shape)
         self._finish(shape[::-1] if self._transposed else shape, array.dtype)
         self._one_dimensional = len(shape) == 1
+        _warn_missing_chunks(array, self.where)
 
     def _open(self) -> Any:
         if self._array is None:
@@ -239,6 +250,33 @@ class ZarrSource(TraceSource):
 
     def close(self) -> None:
         self._array = None
+
+
+def _warn_missing_chunks(array: Any, where: str) -> None:
+    """Warn when chunks of a Zarr input are not stored: they read as the fill value.
+
+    Not an error: zarr leaves out chunks that equal the fill value (zarr 3 by default), so
+    a block of all-zero traces is legitimately absent.  But a deleted chunk file reads the
+    same way, and a fill value of 0 would then pass for real samples (NaN is caught as a
+    non-finite sample when the chunk is read).
+    """
+    import warnings
+
+    from calab.datasets._store import DatasetDamageWarning
+
+    try:
+        total, stored = int(array.nchunks), int(array.nchunks_initialized)
+    except Exception:  # noqa: BLE001 - a store that cannot list its keys: nothing to report
+        return
+    if stored < total:
+        fill = array.fill_value
+        fill = fill.item() if hasattr(fill, "item") else fill
+        warnings.warn(
+            f"{where}: {total - stored} of its {total} Zarr chunks are not stored, so those samples read "
+            f"as the fill value {fill!r}. zarr leaves out chunks equal to the fill value, but a "
+            "deleted or lost chunk file reads the same way; check the store if you did not expect this.",
+            DatasetDamageWarning, stacklevel=4,
+        )
 
 
 def _time_major(array: Any) -> bool:
@@ -518,6 +556,12 @@ def open_source(
     if options and kind != "suite2p":
         raise TypeError(f"options {sorted(options)} apply to suite2p folders only, not to a {kind} source.")
     if kind == "zarr":
+        if not path.is_dir():
+            raise ValueError(
+                f"{path} is a file, not a Zarr store (a Zarr store is a directory). Pass fmt= the file's "
+                f"format ({', '.join(k for k in SOURCE_KINDS if k not in ('zarr', 'array'))}) or leave fmt "
+                "out to detect it."
+            )
         return ZarrSource(path, key)
     if kind == "hdf5":
         return Hdf5Source(path, key)

@@ -19,7 +19,12 @@ cells covers whole Zarr chunks, so chunks never share a file and a chunk written
 that was killed is simply written again by the resumed run.
 
 The manifest is replaced atomically (:func:`calab._atomic.atomic_write`) after each chunk's
-arrays are written, so a chunk is listed only once its data are complete.
+arrays are written, so a chunk is listed only once its data are complete.  With each
+finished chunk it records the CRC-32 of every array's values as written
+(``chunk_crc32``), and for every chunk whose input was read the CRC-32 of that input
+(``input_crc32``): a resumed run reads the finished chunks back and solves again any
+that no longer match (a truncated, emptied, overwritten or deleted chunk file), and
+refuses to continue from a recording whose cells changed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import shutil
 import socket
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,8 @@ from calab._atomic import atomic_write
 
 __all__ = [
     "MANIFEST_NAME",
+    "DatasetDamageWarning",
+    "DatasetDamagedError",
     "DatasetLockedError",
     "DatasetMismatchError",
     "OutputLock",
@@ -59,6 +67,21 @@ class DatasetLockedError(RuntimeError):
 
 class DatasetMismatchError(ValueError):
     """An existing output was made with other parameters or from another recording."""
+
+
+class DatasetDamagedError(ValueError):
+    """An existing output's manifest is unreadable or inconsistent, so it cannot be resumed."""
+
+
+class DatasetDamageWarning(UserWarning):
+    """Part of a dataset is missing or damaged: a finished chunk of an output found damaged
+    on resume (it is solved again), or chunks of a Zarr input that are not stored."""
+
+
+def block_crc32(values: Any) -> int:
+    """CRC-32 of an array's bytes (C order, its own dtype): cheap, and catches any change."""
+    array = np.ascontiguousarray(values)
+    return zlib.crc32(memoryview(array.reshape(-1)).cast("B")) if array.size else zlib.crc32(b"")
 
 
 class OutputLock:
@@ -182,15 +205,33 @@ class OutputStore:
         return self.path / MANIFEST_NAME
 
     def read_manifest(self) -> dict | None:
+        """The checked manifest, or None when there is none.
+
+        Raises
+        ------
+        DatasetDamagedError
+            The file is not JSON, not a calab manifest of this format, or its fields are
+            inconsistent (the message names the field and how to start again).
+        """
         if not self.manifest_path.is_file():
             return None
         try:
             with open(self.manifest_path, encoding="utf-8") as handle:
                 manifest = json.load(handle)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.manifest_path} is unreadable ({exc}); the output is damaged.") from None
+            raise DatasetDamagedError(
+                f"{self.manifest_path} is unreadable ({exc}); the output is damaged. {_START_AGAIN}"
+            ) from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"{self.manifest_path} is not a calab manifest of format {MANIFEST_FORMAT}.")
+            raise DatasetDamagedError(
+                f"{self.manifest_path} is not a calab manifest of format {MANIFEST_FORMAT}. {_START_AGAIN}"
+            )
+        problem = _manifest_problem(manifest)
+        if problem is not None:
+            raise DatasetDamagedError(f"{self.manifest_path} is damaged: {problem}. {_START_AGAIN}")
+        manifest.setdefault("solved_on", {})
+        manifest.setdefault("input_crc32", {})
+        manifest.setdefault("chunk_crc32", {})
         return manifest
 
     def write_manifest(self, manifest: dict) -> None:
@@ -222,14 +263,86 @@ class OutputStore:
             self._group = _zarr().open_group(str(self.path), mode="r+")
         return self._group
 
-    def write_block(self, start: int, stop: int, block: dict) -> None:
-        """Write the results of cells ``start:stop`` (one whole chunk of every array)."""
+    def write_block(self, start: int, stop: int, block: dict) -> dict[str, int]:
+        """Write the results of cells ``start:stop`` (one whole chunk of every array).
+
+        Returns the CRC-32 of each array's values as stored (its dtype), for the manifest.
+        """
         group = self.group()
+        checksums = {}
         for name, values in block.items():
-            group[name][start:stop] = values
+            stored = np.asarray(values, dtype=group[name].dtype)
+            group[name][start:stop] = stored
+            checksums[name] = block_crc32(stored)
+        return checksums
+
+    def chunk_damage(self, start: int, stop: int, recorded: dict[str, int] | None) -> str | None:
+        """Why the finished chunk of cells ``start:stop`` cannot be trusted, or None if it can.
+
+        Every array's values are read back: a chunk file that cannot be decoded, or values
+        whose CRC-32 differs from ``recorded`` (the manifest's), is damaged.  Without a
+        record (an output of an older calab), a chunk that reads as the fill value (a
+        missing file: NaN activity or baseline) is damaged.
+        """
+        group = self.group()
+        for name in self.stored_arrays():
+            try:
+                values = group[name][start:stop]
+            except Exception as exc:  # noqa: BLE001 - any decoding failure means damage
+                return f"{name} cannot be read ({type(exc).__name__}: {exc})"
+            if recorded is not None and name in recorded:
+                if block_crc32(values) != recorded[name]:
+                    return f"{name} differs from what was written (checksum mismatch)"
+            elif name in ("activity", "baseline") and np.isnan(values).any():
+                return f"{name} reads as the fill value (its chunk file is missing)"
+        return None
+
+    def stored_arrays(self) -> list[str]:
+        """Names of the result arrays in the store (activity, per-cell fields, ...)."""
+        group = self.group()
+        return [name for name in ("activity", "reconvolution", "alpha", "baseline", "pve", "iterations",
+                                  "converged") if name in group]
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "_group": None}
+
+
+_START_AGAIN = ("Pass overwrite=True (calab deconvolve / cadecon --out ... --force) to start the output "
+                "again, or choose another output.")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is inconsistent in a manifest's fields (None when it can be trusted)."""
+    for name in ("chunk_cells", "n_cells", "n_timepoints"):
+        value = manifest.get(name)
+        if not _is_count(value) or value < 1:
+            return f"'{name}' must be a positive integer, found {value!r:.60}"
+    for name in ("parameters", "source"):
+        if not isinstance(manifest.get(name), dict):
+            return f"'{name}' must be an object, found {manifest.get(name)!r:.60}"
+    total = -(-manifest["n_cells"] // manifest["chunk_cells"])
+    done = manifest.get("done")
+    if not isinstance(done, list):
+        return f"'done' must be a list of finished chunk numbers, found {done!r:.60}"
+    bad = [index for index in done if not _is_count(index) or not 0 <= index < total]
+    if bad:
+        return f"'done' must hold chunk numbers 0 to {total - 1}, found {bad[0]!r:.60}"
+    if len(set(done)) != len(done):
+        return "'done' lists a chunk twice"
+    for name in ("solved_on", "input_crc32", "chunk_crc32"):
+        if name in manifest and not isinstance(manifest[name], dict):
+            return f"'{name}' must be an object, found {manifest[name]!r:.60}"
+    for index, crc in manifest.get("input_crc32", {}).items():
+        if not _is_count(crc):
+            return f"'input_crc32' of chunk {index} must be an integer, found {crc!r:.60}"
+    for index, crcs in manifest.get("chunk_crc32", {}).items():
+        if not isinstance(crcs, dict) or not all(_is_count(v) for v in crcs.values()):
+            return f"'chunk_crc32' of chunk {index} must map array names to integers, found {crcs!r:.60}"
+    return None
 
 
 def _zarr() -> Any:

@@ -17,6 +17,12 @@ How a run goes:
 A chunk's numbers depend only on its cells and the parameters (the solver treats every
 cell alone, and the chunk grid is fixed in the manifest), so a resumed run writes exactly
 what an uninterrupted one would have.
+
+A resumed run trusts nothing it cannot check: the manifest's fields are validated, every
+finished chunk is read back and compared with the CRC-32 recorded when it was written
+(a damaged or missing chunk is solved again, with a :class:`DatasetDamageWarning` naming
+it), and every chunk of the input read again is compared with the CRC-32 of what the
+output was made from (a changed cell is a :class:`DatasetMismatchError`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -39,9 +46,12 @@ import numpy as np
 from calab._progress import progress_bar, show_by_default
 from calab.datasets._sources import TraceSource, check_finite, open_source
 from calab.datasets._store import (
+    DatasetDamagedError,
+    DatasetDamageWarning,
     DatasetMismatchError,
     OutputLock,
     OutputStore,
+    block_crc32,
     is_locked,
     remove_output,
 )
@@ -203,21 +213,34 @@ def _solve_cadecon_block(block: np.ndarray, settings: dict, backend: str | None)
 
 def solve_and_write_chunk(
     source: TraceSource, store: OutputStore, index: int, chunk_cells: int, settings: dict,
-    lam: np.ndarray, backend: str | None, block: np.ndarray | None = None,
-) -> tuple[int, str]:
+    lam: np.ndarray, backend: str | None, block: np.ndarray | None = None, input_crc: int | None = None,
+) -> tuple[int, str, dict[str, int], int]:
     """One chunk, start to finish: read (unless given), check, solve, write.  Runs on Dask
-    workers too; returns the chunk index and the backend that solved it."""
+    workers too; returns the chunk index, the backend that solved it, the CRC-32 of each
+    array written and of the input.  ``input_crc``: what the input must match (the
+    manifest's record), checked before anything is solved."""
     from calab.backends import resolve_backend
 
     start, stop = _chunk_bounds(index, chunk_cells, source.shape[0])
     try:
         if block is None:
             block = source.read(start, stop)
+        crc = block_crc32(block)
+        _check_input_crc(crc, input_crc, start, stop, source.where)
         check_finite(block, start, source.where)
-        store.write_block(start, stop, solve_block(block, settings, lam, backend))
+        written = store.write_block(start, stop, solve_block(block, settings, lam, backend))
     finally:
         source.close()
-    return index, resolve_backend(backend).name
+    return index, resolve_backend(backend).name, written, crc
+
+
+def _check_input_crc(found: int, recorded: int | None, start: int, stop: int, where: str) -> None:
+    if recorded is not None and found != recorded:
+        raise DatasetMismatchError(
+            f"cannot resume: cells {start}-{stop - 1} of {where} differ from those the output was made "
+            "from (their checksum changed). Pass overwrite=True (--force) to start again from this "
+            "recording, or resume with the original one."
+        )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -336,16 +359,21 @@ def deconvolve_dataset(
     memory_budget : int, optional
         Host bytes one chunk may use (see :func:`plan_chunk_cells`).
     resume : bool
-        Continue an existing output made with the same parameters (default).  False:
-        an existing output is an error unless ``overwrite``.
+        Continue an existing output made with the same parameters (default).  Its
+        finished chunks are read back first; one that no longer matches the CRC-32
+        recorded when it was written (truncated, emptied, overwritten or deleted) is
+        solved again with a :class:`~calab.datasets.DatasetDamageWarning`.  False: an
+        existing output is an error unless ``overwrite``.
     overwrite : bool
         Delete an existing calab output (not a locked one) and start again.
     save_reconvolution : bool
         Also store the float32 model fit ``reconvolution``.
     prescan : bool
-        Check every pending chunk for NaN/inf before writing anything (default): a bad
-        sample then fails the run before it starts and leaves no output.  False skips
-        this extra read; a bad chunk then stops the run after the chunks before it.
+        Read the whole input once before writing anything (default): NaN/inf in a chunk
+        still to solve then fails the run before it starts and leaves no output, and on
+        resume a chunk whose CRC-32 differs from the recorded one (the recording changed)
+        is refused before anything is solved.  False skips this extra read; a bad or
+        changed chunk then stops the run when it is reached, after the chunks before it.
     progress : bool or callable, optional
         None: a bar (cells done, cells/s, ETA) when stderr is a terminal or in a Jupyter
         notebook (a widget there).  A callable
@@ -368,7 +396,12 @@ def deconvolve_dataset(
         frame), or no sampling rate.
     calab.datasets.DatasetMismatchError
         The existing output was made with other parameters, from another recording or
-        with another chunk grid; the message lists each difference.
+        with another chunk grid; the message lists each difference.  Also when cells of
+        the recording changed since the output was started (each chunk's CRC-32 is
+        recorded; with ``prescan`` every chunk is compared before anything is solved).
+    calab.datasets.DatasetDamagedError
+        The existing output's manifest is unreadable or inconsistent (e.g. ``done`` is not
+        a list of chunk numbers); pass ``overwrite=True`` to start again.
     calab.datasets.DatasetLockedError
         Another live run is writing the output.
     FileExistsError
@@ -423,7 +456,7 @@ def stream_dataset(
         "backend": None if local_backend is None else local_backend.name,
     }
 
-    lock, store, manifest = _open_output(
+    lock, store, manifest, resumed = _open_output(
         output, data, wanted, resume=resume, overwrite=overwrite, prescan=prescan,
         default_chunk=lambda: plan_chunk_cells(
             local_backend or resolve_backend(backend), n_cells, n_timepoints, data.dtype.itemsize, memory_budget
@@ -432,12 +465,13 @@ def stream_dataset(
     try:
         chunk = manifest["chunk_cells"]
         total = -(-n_cells // chunk)
-        done = {int(index) for index in manifest["done"]}
+        if resumed:
+            if prescan:  # the whole input again: unchanged, and finite where still to solve
+                _prescan(data, manifest, set(manifest["done"]))
+            _drop_damaged_chunks(store, manifest, output)
+            store.write_manifest(manifest)
+        done = set(manifest["done"])
         pending = [index for index in range(total) if index not in done]
-        if prescan and done:  # resuming: check what is left before solving any of it
-            for index in pending:
-                start, stop = _chunk_bounds(index, chunk, n_cells)
-                check_finite(data.read(start, stop), start, data.where)
         finished_cells = sum(_chunk_bounds(i, chunk, n_cells)[1] - _chunk_bounds(i, chunk, n_cells)[0] for i in done)
         advance, close = _progress(progress, n_cells, finished_cells, f"calab {output.name}")
         try:
@@ -453,9 +487,46 @@ def stream_dataset(
                       time.perf_counter() - began)
 
 
+def _prescan(data: TraceSource, manifest: dict, finished: set[int]) -> None:
+    """Read every chunk of the input once before solving: NaN/inf in a chunk still to solve
+    fails the run, a chunk whose CRC-32 differs from the manifest's record means another
+    recording (:class:`DatasetMismatchError`); missing records are added."""
+    chunk, n_cells = manifest["chunk_cells"], data.shape[0]
+    recorded = manifest["input_crc32"]
+    for index in range(-(-n_cells // chunk)):
+        start, stop = _chunk_bounds(index, chunk, n_cells)
+        block = data.read(start, stop)
+        crc = block_crc32(block)
+        _check_input_crc(crc, recorded.get(str(index)), start, stop, data.where)
+        if index not in finished:
+            check_finite(block, start, data.where)
+        recorded[str(index)] = crc
+
+
+def _drop_damaged_chunks(store: OutputStore, manifest: dict, output: Path) -> None:
+    """Take finished chunks whose stored values no longer match out of ``done`` (with a
+    warning naming each), so that this run solves them again."""
+    chunk, n_cells = manifest["chunk_cells"], manifest["n_cells"]
+    damaged = []
+    for index in sorted(manifest["done"]):
+        start, stop = _chunk_bounds(index, chunk, n_cells)
+        reason = store.chunk_damage(start, stop, manifest["chunk_crc32"].get(str(index)))
+        if reason is not None:
+            damaged.append(index)
+            warnings.warn(
+                f"{output}: finished chunk {index} (cells {start}-{stop - 1}) is damaged: {reason}; "
+                "solving it again.", DatasetDamageWarning, stacklevel=4,
+            )
+    for index in damaged:
+        manifest["done"].remove(index)
+        manifest["chunk_crc32"].pop(str(index), None)
+        manifest["solved_on"].pop(str(index), None)
+
+
 def _open_output(output: Path, data: TraceSource, wanted: dict, *, resume: bool, overwrite: bool,
-                 prescan: bool, default_chunk: Callable[[], int]) -> tuple[OutputLock, OutputStore, dict]:
-    """Lock the output and return its manifest: an existing one checked, or a new store."""
+                 prescan: bool, default_chunk: Callable[[], int]) -> tuple[OutputLock, OutputStore, dict, bool]:
+    """Lock the output and return its manifest (an existing one checked, or a new store's)
+    and whether it existed (a run to resume)."""
     parent = output.parent
     if not parent.is_dir():
         raise FileNotFoundError(f"Output directory does not exist: {parent}. Create it first or choose another output.")
@@ -464,7 +535,12 @@ def _open_output(output: Path, data: TraceSource, wanted: dict, *, resume: bool,
         raise FileExistsError(f"{output} is a file; the output must be a Zarr directory (e.g. activity.zarr).")
     if output.is_dir() and any(output.iterdir()):
         store = OutputStore(output)
-        manifest = store.read_manifest()
+        try:
+            manifest = store.read_manifest()
+        except DatasetDamagedError:
+            if not overwrite:
+                raise
+            manifest = {}  # a calab output with a damaged manifest: overwrite may replace it
         if manifest is None:
             raise FileExistsError(
                 f"{output} already exists and is not a calab output (no calab_manifest.json); "
@@ -492,12 +568,12 @@ def _open_output(output: Path, data: TraceSource, wanted: dict, *, resume: bool,
                         + ". Use the original settings to resume it, pass overwrite=True (--force) to "
                         "start again, or choose another output."
                     )
-                return lock, store, manifest
+                return lock, store, manifest, True
         except BaseException:
             lock.release()
             raise
         lock.release()
-    return _create_output(output, data, wanted, prescan, default_chunk)
+    return (*_create_output(output, data, wanted, prescan, default_chunk), False)
 
 
 def _create_output(output: Path, data: TraceSource, wanted: dict, prescan: bool,
@@ -517,7 +593,8 @@ def _create_output(output: Path, data: TraceSource, wanted: dict, prescan: bool,
         chunk = wanted["chunk_cells"] or default_chunk()
         n_cells, n_timepoints = data.shape
         manifest = {**wanted, "format": 1, "chunk_cells": int(chunk), "n_cells": n_cells,
-                    "n_timepoints": n_timepoints, "done": [], "solved_on": {}}
+                    "n_timepoints": n_timepoints, "done": [], "solved_on": {}, "input_crc32": {},
+                    "chunk_crc32": {}}
         store = OutputStore(staging)
         # zarr's mode="w" empties the directory, so the lock is taken afterwards (nobody
         # else knows the staging directory's random name yet).
@@ -526,9 +603,8 @@ def _create_output(output: Path, data: TraceSource, wanted: dict, prescan: bool,
         lock.acquire(output)
         store.write_manifest(manifest)
         if prescan:
-            for index in range(-(-n_cells // chunk)):
-                start, stop = _chunk_bounds(index, chunk, n_cells)
-                check_finite(data.read(start, stop), start, data.where)
+            _prescan(data, manifest, set())
+            store.write_manifest(manifest)
         try:
             os.rename(staging, output)  # an empty directory at `output` is replaced
         except OSError as exc:
@@ -564,7 +640,8 @@ class _Reader(threading.Thread):
         try:
             for index in self.pending:
                 start, stop = _chunk_bounds(index, self.chunk, self.data.shape[0])
-                item = (index, self.data.read(start, stop))
+                block = self.data.read(start, stop)
+                item = (index, (block, block_crc32(block)))
                 while not self.stopping.is_set():
                     try:
                         self.blocks.put(item, timeout=0.1)
@@ -593,8 +670,9 @@ def _run_local(data: TraceSource, store: OutputStore, manifest: dict, pending: l
     chunk, n_cells, settings = manifest["chunk_cells"], data.shape[0], manifest["parameters"]
     backend_name = manifest.get("backend")
 
-    def finish(index: int, start: int, stop: int, results: dict) -> None:
-        store.write_block(start, stop, results)
+    def finish(index: int, start: int, stop: int, results: dict, input_crc: int) -> None:
+        manifest["chunk_crc32"][str(index)] = store.write_block(start, stop, results)
+        manifest["input_crc32"][str(index)] = input_crc
         manifest["done"].append(index)
         manifest["solved_on"][str(index)] = backend_name
         store.write_manifest(manifest)
@@ -617,20 +695,22 @@ def _run_local(data: TraceSource, store: OutputStore, manifest: dict, pending: l
     reader.start()
     try:
         while True:
-            index, block = reader.blocks.get()
+            index, item = reader.blocks.get()
             if index is None:
-                if block is not None:
-                    raise block
+                if item is not None:
+                    raise item
                 break
+            block, input_crc = item
             start, stop = _chunk_bounds(index, chunk, n_cells)
+            _check_input_crc(input_crc, manifest["input_crc32"].get(str(index)), start, stop, data.where)
             check_finite(block, start, data.where)
             results = solve_block(block, settings, lam_cells[start:stop], backend)
-            del block
+            del block, item
             if writing is not None:
                 writing.result()
             if callback_errors:
                 break
-            writing = writer.submit(finish, index, start, stop, results)
+            writing = writer.submit(finish, index, start, stop, results, input_crc)
             writing.add_done_callback(lambda f, n=stop - start: report(f, n))
         if writing is not None:
             writing.result()
@@ -671,7 +751,7 @@ def run_on_client(
         block = None if reopenable else data.read(start, stop)
         return client.submit(
             solve_and_write_chunk, shipped, store, index, chunk, settings, lam_cells[start:stop], backend, block,
-            key=f"calab-chunk-{index}-{token}", pure=False,
+            manifest["input_crc32"].get(str(index)), key=f"calab-chunk-{index}-{token}", pure=False,
         )
 
     running = as_completed()
@@ -682,7 +762,9 @@ def run_on_client(
         running.add(submit(index))
     try:
         for future in running:
-            index, solved_on = future.result()
+            index, solved_on, written, input_crc = future.result()
+            manifest["chunk_crc32"][str(index)] = written
+            manifest["input_crc32"][str(index)] = input_crc
             manifest["done"].append(index)
             manifest["solved_on"][str(index)] = solved_on
             store.write_manifest(manifest)

@@ -195,6 +195,38 @@ def _npy_header(handle, path: Path) -> tuple[tuple[int, ...], bool, np.dtype] | 
     return None
 
 
+def check_npy_header(handle, path: Path) -> None:
+    """Refuse a ``.npy`` file before NumPy reads it: not NumPy's magic bytes (NumPy would
+    take the file for a pickle), an unreadable header, Python objects, or fewer data
+    bytes than the header promises.
+
+    Raises
+    ------
+    ValueError
+        Not a ``.npy`` file, a corrupt header or a truncated file (the message says which).
+    TypeError
+        The array holds Python objects (a pickle).
+    """
+    header = _npy_header(handle, path)
+    if header is None:  # a format version NumPy reads but whose header we do not parse
+        return
+    shape, _fortran, dtype = header
+    if dtype.hasobject:
+        raise TypeError(
+            f"{path} stores Python objects (a pickled object array), not numbers. "
+            "calab never unpickles data files; re-save the traces as a numeric "
+            "array (np.save('traces.npy', np.asarray(traces, dtype=float)))."
+        )
+    expected = math.prod(shape) * dtype.itemsize
+    available = path.stat().st_size - handle.tell()
+    if available < expected:
+        raise ValueError(
+            f"{path} is truncated: its header promises a {dtype} array of shape "
+            f"{shape} ({expected} bytes of data) but only {available} bytes follow. "
+            "The file was probably not copied or saved completely; re-create it."
+        )
+
+
 def read_npy(path: str | os.PathLike[str], what: str = "traces") -> np.ndarray:
     """Read a ``.npy`` file safely, with clear errors for damaged files.
 
@@ -227,23 +259,7 @@ def read_npy(path: str | os.PathLike[str], what: str = "traces") -> np.ndarray:
         raise FileNotFoundError(f"File not found: {path}")
     try:
         with open(path, "rb") as handle:
-            header = _npy_header(handle, path)
-            if header is not None:
-                shape, _fortran, dtype = header
-                if dtype.hasobject:
-                    raise TypeError(
-                        f"{path} stores Python objects (a pickled object array), not numbers. "
-                        "calab never unpickles data files; re-save the traces as a numeric "
-                        "array (np.save('traces.npy', np.asarray(traces, dtype=float)))."
-                    )
-                expected = math.prod(shape) * dtype.itemsize
-                available = path.stat().st_size - handle.tell()
-                if available < expected:
-                    raise ValueError(
-                        f"{path} is truncated: its header promises a {dtype} array of shape "
-                        f"{shape} ({expected} bytes of data) but only {available} bytes follow. "
-                        "The file was probably not copied or saved completely; re-create it."
-                    )
+            check_npy_header(handle, path)
             handle.seek(0)
             return np.load(handle, allow_pickle=False)
     except (TypeError, FileNotFoundError):

@@ -31,14 +31,66 @@ __all__ = ["load_minian"]
 _TIME_DIMS = frozenset({"frame", "frames", "time", "t"})
 
 
+#: Zarr metadata documents (v3 and v2); a node with none of them is not a Zarr node
+_METADATA_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+def _raise_if_damaged(path: Path, error: BaseException) -> None:
+    """Name the damaged metadata file when opening the node at ``path`` failed with ``error``.
+
+    zarr reports a corrupt ``zarr.json`` as a bare ``JSONDecodeError`` (or, for valid JSON
+    that is not Zarr metadata, an error about a field), without saying which file.
+    """
+    import json
+
+    for name in _METADATA_FILES:
+        candidate = path / name
+        if not candidate.is_file():
+            continue
+        try:
+            json.loads(candidate.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{candidate} is corrupt (not valid JSON: {exc}); the Zarr store is damaged. Restore it "
+                "from a backup or re-create it."
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"{candidate} cannot be read ({exc}); the Zarr store is damaged.") from None
+        if name != ".zattrs":
+            raise ValueError(
+                f"{candidate} is not valid Zarr metadata ({type(error).__name__}: {error}); the Zarr "
+                "store is damaged. Restore it from a backup or re-create it."
+            ) from None
+
+
 def _open_node(zarr: Any, path: Path) -> Any | None:
-    """Open a Zarr group or array read-only; None if ``path`` is not a Zarr node."""
+    """Open a Zarr group or array read-only; None if ``path`` is not a Zarr node.
+
+    Raises
+    ------
+    ValueError
+        ``path`` holds Zarr metadata that is corrupt (the message names the file).
+    """
     try:
         return zarr.open(str(path), mode="r")
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
         # zarr 3 raises GroupNotFoundError (a FileNotFoundError/ValueError); zarr 2 raises
-        # PathNotFoundError / ValueError.  All mean "no Zarr metadata here".
+        # PathNotFoundError / ValueError.  Without metadata files they mean "no Zarr node
+        # here"; with them, the metadata is damaged.
+        _raise_if_damaged(path, exc)
         return None
+
+
+def _child(node: Any, name: str, path: Path) -> Any | None:
+    """``node[name]`` (None when absent), naming a damaged child's metadata file instead of
+    letting zarr's bare ``JSONDecodeError`` through.  ``path``: the directory of ``node``."""
+    try:
+        return node[name] if name in node else None
+    except (KeyError, FileNotFoundError):
+        return None
+    except (ValueError, TypeError) as exc:
+        _raise_if_damaged(path / name, exc)
+        raise
 
 
 def _is_array(node: Any) -> bool:
@@ -75,18 +127,20 @@ def _find_array(zarr: Any, root: Path, trace_key: str) -> Any:
         if node is not None:
             if _is_array(node):
                 return node
-            if trace_key in node:
-                return node[trace_key]
+            found = _child(node, trace_key, dataset_dir)
+            if found is not None:
+                return found
     # 2. <root> itself: a group holding <key>, a <key>.zarr dataset, or the array.
     node = _open_node(zarr, root)
     if node is not None and _is_array(node):
         return node
-    if node is not None and trace_key in node:
-        found = node[trace_key]
+    found = _child(node, trace_key, root) if node is not None else None
+    if found is not None:
         if _is_array(found):
             return found
-        if trace_key in found:  # <root>/<key> is itself a group holding <key>
-            return found[trace_key]
+        inner = _child(found, trace_key, root / trace_key)  # <root>/<key>: a group holding <key>
+        if inner is not None:
+            return inner
     available = _group_keys(node) if node is not None else []
     available += sorted(
         entry.name for entry in root.iterdir() if entry.is_dir() and entry.name.endswith(".zarr")
