@@ -36,11 +36,16 @@ import numpy as np
 
 from calab.loaders._common import check_real_dtype, require_module
 
-__all__ = ["SOURCE_KINDS", "TraceSource", "check_finite", "open_source"]
+__all__ = ["SOURCE_KINDS", "DatasetDamageWarning", "TraceSource", "check_finite", "open_source"]
 
 #: Accepted ``fmt=`` values (with the loaders' format names as aliases).
 SOURCE_KINDS = ("zarr", "hdf5", "npy", "suite2p", "nwb", "array")
 _ALIASES = {"minian": "zarr", "caiman": "hdf5", "h5": "hdf5", "hdf": "hdf5"}
+
+
+class DatasetDamageWarning(UserWarning):
+    """Part of a dataset is missing or damaged: chunks of a Zarr input that are not stored,
+    or a finished chunk of an output found damaged on resume (it is solved again)."""
 
 
 class TraceSource:
@@ -261,8 +266,6 @@ def _warn_missing_chunks(array: Any, where: str) -> None:
     non-finite sample when the chunk is read).
     """
     import warnings
-
-    from calab.datasets._store import DatasetDamageWarning
 
     try:
         total, stored = int(array.nchunks), int(array.nchunks_initialized)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from calab._atomic import atomic_write
+from calab.datasets._sources import DatasetDamageWarning
 
 __all__ = [
     "MANIFEST_NAME",
@@ -71,11 +72,6 @@ class DatasetMismatchError(ValueError):
 
 class DatasetDamagedError(ValueError):
     """An existing output's manifest is unreadable or inconsistent, so it cannot be resumed."""
-
-
-class DatasetDamageWarning(UserWarning):
-    """Part of a dataset is missing or damaged: a finished chunk of an output found damaged
-    on resume (it is solved again), or chunks of a Zarr input that are not stored."""
 
 
 def block_crc32(values: Any) -> int:
