@@ -157,7 +157,7 @@ def test_lower_layers_do_not_import_upper_ones(lower, upper):
 #: engine hands them (``SolvePlan.core``), and host arithmetic they share with the upper
 #: layers lives in ``calab._hostmath``.
 LAYERS = (
-    ("calab._hostmath", "calab._atomic", "calab._progress"),
+    ("calab._hostmath", "calab._atomic", "calab._progress", "calab._errors"),
     ("calab.backends",),
     ("calab._validate", "calab.kernel", "calab.filters"),
     ("calab.engine", "calab.fista"),

@@ -96,6 +96,17 @@ def _check_traces(traces: Any, fs: Any) -> tuple[np.ndarray, float]:
     return array, fs
 
 
+def _check_port(port: Any) -> int | None:
+    """A port to bind: None/0 (any free port) or 1-65535; anything else a ValueError/TypeError."""
+    if port is None:
+        return None
+    if isinstance(port, bool) or not isinstance(port, (int, np.integer)):
+        raise TypeError(f"port must be an integer from 0 to 65535 (0 or None: any free port), got {port!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535 (0 or None: any free port), got {int(port)}")
+    return int(port)
+
+
 @contextlib.contextmanager
 def _page_opener(headless: HeadlessBrowser | bool | None) -> Iterator[HeadlessBrowser | None]:
     """The headless browser to use (temporary ones are closed on exit), or None."""
@@ -217,12 +228,15 @@ def launch(
 
     Raises
     ------
+    ValueError
+        Bad traces or ``fs``; a ``port`` outside 0-65535.
     BridgeVersionError
         The page posted results in an incompatible format version.
     """
     _builtin_apps()
     spec = resolve_app(app)
     array, fs = _check_traces(traces, fs)
+    port = _check_port(port)
     session = BridgeSession(array, fs, spec, config)
     if on_session is not None:
         on_session(session)
@@ -335,7 +349,8 @@ def tune(
     Raises
     ------
     ValueError
-        Traces that are not 1-D/2-D, empty, or hold NaN/inf; a non-positive ``fs``.
+        Traces that are not 1-D/2-D, empty, or hold NaN/inf; a non-positive ``fs``; a
+        ``port`` outside 0-65535.
     BridgeVersionError
         The page exported an incompatible schema version.
     """

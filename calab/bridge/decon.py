@@ -132,7 +132,7 @@ def decon(
         A bad setting (names the field), before any server is started.
     ValueError
         Traces that are not 1-D/2-D, empty or hold NaN/inf; a non-positive ``fs``; a
-        setting beyond the bridge's caps (``docs/security.md``: e.g. ``num_subsets`` above
+        ``port`` outside 0-65535; a setting beyond the bridge's caps (``docs/security.md``: e.g. ``num_subsets`` above
         1000), before any server is started.
     BridgeVersionError
         A hosted app exported an incompatible results schema.

@@ -40,11 +40,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
+from calab._errors import one_line_message
 from calab.bridge.handshake import BridgeVersionError, check_payload
 from calab.bridge.limits import RequestError, bound, parse_json
 from calab.bridge.registry import API_PREFIX, APPS, COMPUTE_PREFIX, PAGES_PREFIX, RESERVED_SLUGS, AppSpec
 
-__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response", "one_line_error", "origin_of"]
+__all__ = ["BridgeServer", "BridgeSession", "LOOPBACK_HOST", "json_response", "origin_of"]
 
 #: the only address the server binds
 LOOPBACK_HOST = "127.0.0.1"
@@ -217,18 +218,6 @@ class BridgeSession:
 
 class _BodyTooLarge(Exception):
     """args[0]: the limit that the announced body exceeds."""
-
-
-def one_line_error(exc: BaseException) -> str:
-    """A refusal as one line: pydantic's errors as ``field: message; ...``, others as is."""
-    errors = getattr(exc, "errors", None)
-    if type(exc).__name__ == "ValidationError" and callable(errors):
-        parts = []
-        for error in errors():
-            where = ".".join(str(part) for part in error.get("loc", ()))
-            parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-        return "invalid setting " + "; ".join(parts)
-    return str(exc) or type(exc).__name__
 
 
 _PROGRESS_TEXT = {"phase": ("idle", "inference", "kernel-update", "merge", "finalization"),
@@ -495,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, content_type, reply = route.handler(self.session, query, body)
         except (ValueError, KeyError, TypeError) as exc:
-            return self._error(400, one_line_error(exc))
+            return self._error(400, one_line_message(exc))
         except Exception as exc:  # noqa: BLE001 - a failed solve must reach the page as JSON
             return self._error(500, f"{type(exc).__name__}: {exc}")
         return self._send(status, content_type, reply)

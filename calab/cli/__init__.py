@@ -31,6 +31,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from calab._errors import one_line_message
 from calab._progress import PROGRESS_MIN_SAMPLES as _PROGRESS_MIN_SAMPLES
 from calab._progress import stderr_is_tty as _library_stderr_is_tty
 from calab.cli import cadecon, convert, deconvolve, demo, doctor, info, tune
@@ -96,6 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _REPORTED_ERRORS as exc:
         if os.environ.get("CALAB_DEBUG"):
             traceback.print_exc()
-        message = str(exc) if not isinstance(exc, KeyError) or len(exc.args) != 1 else str(exc.args[0])
+        message = one_line_message(exc) if not isinstance(exc, KeyError) or len(exc.args) != 1 else str(exc.args[0])
         print(f"Error: {message}", file=sys.stderr)
         return 1

@@ -37,7 +37,7 @@ def add_parser(commands: Any) -> None:
     cadecon.add_argument("file", help="Input .npy file or calab stem")
     cadecon.add_argument("--fs", type=positive_float, default=None,
                          help="Sampling rate (Hz; default: the file's metadata with --native, else 30)")
-    cadecon.add_argument("--port", type=int, help="Server port")
+    cadecon.add_argument("--port", type=int, help="Server port (0-65535; default: any free port)")
     cadecon.add_argument("--no-browser", action="store_true", help="Don't open browser")
     cadecon.add_argument("--output", "-o", help="Output path stem (writes STEM_activity.npy and STEM_results.json)")
     cadecon.add_argument("--native", action="store_true",
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                         ("--sample-cells", args.sample_cells)):
         if value:
             raise CommandError(f"{flag} needs --native --out OUT.zarr (streamed output)")
+    if args.native:
+        config_overrides(args)  # refuse bad settings before reading the recording
     traces, sidecar_fs, npy_path = read_traces(args.file)
     outputs: list[Path] = []
     if args.output:
@@ -131,9 +133,14 @@ def run_native(traces: np.ndarray, fs: float, args: argparse.Namespace) -> Any:
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
-    """The DeconConfig fields given on the command line."""
-    return {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
-            if getattr(args, name, None) is not None}
+    """The DeconConfig fields given on the command line, checked by DeconConfig (a bad one
+    is a pydantic error, which ``main`` prints as one line) before any data is read."""
+    from calab.cadecon import DeconConfig
+
+    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+                 if getattr(args, name, None) is not None}
+    DeconConfig(**overrides)
+    return overrides
 
 
 def run_dataset(args: argparse.Namespace) -> int:
@@ -143,8 +150,9 @@ def run_dataset(args: argparse.Namespace) -> int:
     from calab.datasets._store import OutputStore
 
     started = time.perf_counter()
-    run = stream_to_store(args, cadecon_dataset, fs=args.fs, sample_cells=args.sample_cells or DEFAULT_SAMPLE_CELLS,
-                          **config_overrides(args))
+    # 0 is refused by cadecon_dataset, as --chunk-cells 0 is; only an absent flag means the default
+    sample_cells = DEFAULT_SAMPLE_CELLS if args.sample_cells is None else args.sample_cells
+    run = stream_to_store(args, cadecon_dataset, fs=args.fs, sample_cells=sample_cells, **config_overrides(args))
     parameters = OutputStore(run.output).read_manifest()["parameters"]
     seconds = time.perf_counter() - started
     resumed = f" ({run.chunks_resumed} of {run.chunks_total} chunks were already done)" if run.chunks_resumed else ""

@@ -15,7 +15,7 @@ def add_parser(commands: Any) -> None:
     tune = commands.add_parser("tune", help="Open CaTune for interactive tuning")
     tune.add_argument("file", help="Input .npy file or calab stem")
     tune.add_argument("--fs", type=positive_float, help="Sampling rate (Hz)")
-    tune.add_argument("--port", type=int, help="Server port")
+    tune.add_argument("--port", type=int, help="Server port (0-65535; default: any free port)")
     tune.add_argument("--no-browser", action="store_true", help="Don't open browser")
     tune.set_defaults(handler=run)
 
