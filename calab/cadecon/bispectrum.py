@@ -50,6 +50,14 @@ SEGMENT_S = 34.0
 #: At most this many frames per segment (bins grow with its square).
 MAX_SEGMENT = 1024
 MIN_SEGMENT = 64
+#: With little data (one neuron, a few minutes) the segments are shortened, down to this
+#: many seconds, until at least ``TARGET_SEGMENTS`` of them fit: a phase averaged over a
+#: dozen 34-s segments is too noisy to fit (one neuron's four minutes at 30 Hz explained
+#: under 10 % of its bispectrum on 9 of 10 zebrafish neurons, against 3 of 10 with 8.5-s
+#: segments), while the window's low-frequency smearing of 8-s segments stays small for
+#: decays up to about 2 s (docs/cadecon.md, "Single neurons").
+SHORT_SEGMENT_S = 8.0
+TARGET_SEGMENTS = 48
 #: Traces faster than this are averaged over whole frames down to about this rate first.
 ANALYSIS_RATE_HZ = 30.0
 #: Bins above this fraction of the analysis rate are left out (aliasing near Nyquist).
@@ -65,6 +73,14 @@ SMOOTHING_BINS = 7
 BISPECTRUM_CHUNK_ELEMENTS = 1 << 23
 #: Cells are dealt into this many groups (row index modulo) for the jackknife uncertainty.
 UNCERTAINTY_GROUPS = 4
+#: When the fitted rise sits at the bottom of the search box the data cannot resolve it:
+#: it is under about half an analysis frame.  The estimate then uses half a frame, the
+#: largest rise these data cannot tell from an instantaneous one, kept at or below this
+#: fraction of the decay (the rise/decay ratio of the GCaMP6f/m and jGCaMP8f presets), and
+#: says so (``rise_source``).  Snapping to the box's floor (1 ms) instead made the kernel
+#: jump in one frame, which put the inferred events late (docs/cadecon.md, "Unresolved rise").
+UNRESOLVED_RISE_FRAMES = 0.5
+TYPICAL_RISE_TO_DECAY = 1.0 / 6.0
 #: Search box (s) of the fit.
 RISE_BOUNDS = (1e-3, 2.0)
 DECAY_BOUNDS = (0.02, 10.0)
@@ -96,8 +112,15 @@ class BispectrumEstimate(NamedTuple):
         Empty when the estimate is usable, else why it is NaN.
     peak_time_se : float
         Jackknife standard error of the kernel's peak time over ``UNCERTAINTY_GROUPS``
-        groups of cells (leave one group out), relative to the estimate; NaN when a group
-        has too few segments.
+        groups (leave one group out), relative to the estimate; NaN when a group has too
+        few segments.  Groups are cells (row index modulo the group count) when there are
+        at least as many cells as groups, else contiguous runs of segments (one neuron).
+    rise_source : str
+        ``"bispectrum"`` when ``tau_rise`` is the fitted value; ``"half a frame"`` when
+        the fit ended at the bottom of the search box and ``tau_rise`` was set to half an
+        analysis frame (at most ``TYPICAL_RISE_TO_DECAY`` x the decay); ``""`` when NaN.
+    fitted_tau_rise : float
+        The rise the fit ended at (equal to ``tau_rise`` unless replaced).
     """
 
     tau_rise: float
@@ -110,6 +133,8 @@ class BispectrumEstimate(NamedTuple):
     n_cells_used: int
     reason: str
     peak_time_se: float = math.nan
+    rise_source: str = ""
+    fitted_tau_rise: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return {name: (None if isinstance(value, float) and not math.isfinite(value) else value)
@@ -118,6 +143,12 @@ class BispectrumEstimate(NamedTuple):
 
 def _phase(f: np.ndarray, tau_rise: float, tau_decay: float) -> np.ndarray:
     return -np.arctan(2 * np.pi * f * tau_rise) - np.arctan(2 * np.pi * f * tau_decay)
+
+
+def _segment_count(rows: list[np.ndarray], length: int) -> int:
+    """Number of 50 %-overlapping segments of ``length`` frames the rows hold."""
+    step = length // 2
+    return sum(max(0, (row.size - length) // step + 1) for row in rows)
 
 
 def _segments(rows: list[np.ndarray], length: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -268,6 +299,9 @@ def bispectral_taus(traces: Any, fs: float, *, backend: Any = None,
 
     if length > longest:
         return failed(f"recordings shorter than {MIN_SEGMENT} analysis frames")
+    shortest_wanted = max(MIN_SEGMENT, 1 << max(0, int(round(math.log2(max(SHORT_SEGMENT_S * rate, 1.0))))))
+    while length > shortest_wanted and _segment_count(rows, length) < TARGET_SEGMENTS:
+        length //= 2
     segments, owners, cells = _segments(rows, length, MAX_SEGMENTS)
     while segments.shape[0] < MIN_SEGMENTS and length > MIN_SEGMENT:  # short recordings: shorter segments
         length //= 2
@@ -277,7 +311,10 @@ def bispectral_taus(traces: Any, fs: float, *, backend: Any = None,
                       segments.shape[0], cells)
     top = int(MAX_FREQUENCY_FRACTION * length)
     lowest = max(2, math.ceil(MIN_FREQUENCY_HZ * length / rate))
-    groups = [np.flatnonzero(owners % UNCERTAINTY_GROUPS == g) for g in range(UNCERTAINTY_GROUPS)]
+    if cells >= UNCERTAINTY_GROUPS:
+        groups = [np.flatnonzero(owners % UNCERTAINTY_GROUPS == g) for g in range(UNCERTAINTY_GROUPS)]
+    else:  # one neuron (or a few): contiguous runs of segments, nearly independent of each other
+        groups = np.array_split(np.arange(segments.shape[0]), UNCERTAINTY_GROUPS)
     groups = [g for g in groups if g.size]
     with backend.precision_scope():
         parts = [(g.size, *_bispectrum(backend, segments[g], top)) for g in groups]
@@ -305,5 +342,9 @@ def bispectral_taus(traces: Any, fs: float, *, backend: Any = None,
         # jackknife standard error of the peak time, relative to the estimate
         spread = float(math.sqrt((len(peaks) - 1) / len(peaks) * np.sum((peaks - peaks.mean()) ** 2))
                        / peak_time(tau_rise, tau_decay))
+    fitted_rise, source = tau_rise, "bispectrum"
+    if not resolved:
+        tau_rise = min(UNRESOLVED_RISE_FRAMES / rate, TYPICAL_RISE_TO_DECAY * tau_decay)
+        source = "half a frame"
     return BispectrumEstimate(tau_rise, tau_decay, resolved, explained, n_total, length, decimation, cells, "",
-                              spread)
+                              spread, source, fitted_rise)

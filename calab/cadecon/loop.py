@@ -169,11 +169,16 @@ def _starting_kernel(run: _Run, subsets: list[Subset]) -> tuple[tuple[float, flo
         found = bispectral_taus(list(run.rows) if run.ragged else run.rows, run.fs, backend=run.backend)
         bispectral_info = {"bispectrum": found.as_dict()}
         if math.isfinite(found.tau_rise):
-            if not found.rise_resolved or found.peak_time_se > UNCERTAIN_PEAK_TIME:
-                spread = "" if not math.isfinite(found.peak_time_se) else f" (peak-time standard error {found.peak_time_se:.0%})"
-                run.warn(f"the kernel's rise time is poorly resolved by these data{spread}: tau_rise "
-                         f"{found.tau_rise:.3g} s may be far off; a rise under about half a frame "
-                         f"({0.5 / run.fs:.3g} s) cannot be measured at this frame rate.")
+            analysis_frame = found.decimation / run.fs
+            if not found.rise_resolved:
+                run.warn(f"the kernel's rise time is not resolved by these data (the fit ended at the bottom of "
+                         f"its search box): it is shorter than about half a frame of the analysis rate "
+                         f"({0.5 * analysis_frame:.3g} s). tau_rise was set to {found.tau_rise:.3g} s "
+                         f"(metadata['initialization']['bispectrum']['rise_source'] = '{found.rise_source}'); "
+                         "the decay is still measured.")
+            elif found.peak_time_se > UNCERTAIN_PEAK_TIME:
+                run.warn(f"the kernel's rise time is poorly resolved by these data (peak-time standard error "
+                         f"{found.peak_time_se:.0%}): tau_rise {found.tau_rise:.3g} s may be far off.")
             return (found.tau_rise, found.tau_decay), {"method": "bispectrum", **bispectral_info}
         run.warn(f"the bispectral kernel estimate was not usable ({found.reason}); "
                  "starting from the autocovariance estimate and refining it instead.")
@@ -357,7 +362,10 @@ def _continuous(run: _Run, taus: tuple[float, float]) -> Any:
 
     def solve(block: np.ndarray) -> np.ndarray:
         lam = CONTINUOUS_LAMBDA_PER_NOISE * noise_sigma(block)
-        out = run_deconvolution(block, run.fs, taus[0], taus[1], lam, backend=run.backend_name, progress=False)
+        # The banded AR(2) operator is O(T) per iteration and solves the same problem as the
+        # FFT convolution (relative difference ~1e-3); at 120-160 Hz it is 2-6x faster.
+        out = run_deconvolution(block, run.fs, taus[0], taus[1], lam, conv_mode="banded",
+                                backend=run.backend_name, progress=False)
         return np.asarray(out, dtype=np.float32)
 
     if run.ragged:
