@@ -173,3 +173,40 @@ def test_an_unresolvable_rise_is_flagged_and_warned_about():
     with pytest.warns(CaDeconWarning, match="rise time is (poorly|not) resolved"):
         result = run_cadecon(traces, 30.0, progress=False, backend="numpy")
     assert result.metadata["tau_decay"] == pytest.approx(0.4, rel=0.1)
+
+
+def _one_neuron(preset: str, fs: float, speed: float, seed: int, minutes: float = 4.0):
+    base = getattr(calab.presets, preset)()
+    true = (base.kernel.tau_rise_s / speed, base.kernel.tau_decay_s / speed)
+    config = getattr(calab.presets, preset)(num_cells=1, num_timepoints=int(minutes * 60 * fs), fs_hz=fs, seed=seed,
+                                            kernel={"tau_rise_s": true[0], "tau_decay_s": true[1]})
+    return np.asarray(calab.simulate(config).traces, dtype=np.float64), true
+
+
+def test_one_neurons_four_minutes_give_a_kernel_with_an_uncertainty():
+    """A single gcamp6f neuron at 30 Hz: a dozen 34-s segments carry too noisy a phase, so the
+    segments are shortened until enough of them fit, and the jackknife runs over runs of segments."""
+    traces, true = _one_neuron("gcamp6f", 30.0, 1.0, seed=2)
+    found = bispectral_taus(traces, 30.0)
+    assert found.reason == "" and found.rise_source == "bispectrum"
+    assert found.segment_frames < 1024 and found.n_segments >= 48
+    assert found.tau_decay == pytest.approx(true[1], rel=0.15)
+    assert peak_time(found.tau_rise, found.tau_decay) == pytest.approx(peak_time(*true), rel=0.15)
+    assert 0 < found.peak_time_se < 0.5
+
+
+def test_populations_keep_the_long_segments(gcamp6f_population):
+    assert bispectral_taus(gcamp6f_population, 30.0).segment_frames == 1024
+
+
+def test_an_unresolved_rise_becomes_half_a_frame_not_the_search_floor():
+    """jGCaMP8f twice as fast (rise 25 ms) at 60 Hz, one neuron: analysed at 30 Hz the rise is
+    0.75 of a frame and this seed's fit ends at the 1 ms floor; the estimate reports half an
+    analysis frame instead, which keeps the peak time within 30 % (the floor: -90 %)."""
+    traces, true = _one_neuron("jgcamp8f", 60.0, 2.0, seed=2)
+    found = bispectral_taus(traces, 60.0)
+    assert not found.rise_resolved and found.fitted_tau_rise < 1.1e-3
+    assert found.rise_source == "half a frame" and found.decimation == 2
+    assert found.tau_rise == pytest.approx(min(0.5 * 2 / 60.0, found.tau_decay / 6))
+    assert peak_time(found.tau_rise, found.tau_decay) == pytest.approx(peak_time(*true), rel=0.3)
+    assert found.tau_decay == pytest.approx(true[1], rel=0.15)
