@@ -227,17 +227,22 @@ def _fit(table: np.ndarray, power: np.ndarray, n_segments: int, length: int, fs:
     i_idx, j_idx = i_idx[keep], j_idx[keep]
     values = table[i_idx, j_idx]
     weight = n_segments / (power[i_idx] * power[j_idx] * power[i_idx + j_idx])
-    f1, f2 = i_idx * fs / length, j_idx * fs / length
-    grid_weight = np.zeros((top, top))
+    sum_idx = i_idx + j_idx
+    frequencies = np.arange(top + 1) * fs / length
+    # The bins live in the triangle j <= i, i + j < top: columns beyond (top - 1) // 2 stay
+    # empty, so the smoothing grid stops a filter half-width after the last one (the same
+    # zeros the full square had there, a third of the work per cost evaluation).
+    columns = min(top, (top - 1) // 2 + 1 + SMOOTHING_BINS // 2 + 1)
+    grid_weight = np.zeros((top, columns))
     grid_weight[i_idx, j_idx] = weight
     local_weight = np.maximum(uniform_filter(grid_weight, SMOOTHING_BINS), 1e-300)
-    grid = np.zeros((top, top))
+    grid = np.zeros((top, columns))
     total = float(np.sum(weight * np.abs(values) ** 2))
 
     def cost(log_taus: np.ndarray) -> float:
         tau_rise, tau_decay = np.exp(log_taus)
-        rotated = values * np.exp(-1j * (_phase(f1, tau_rise, tau_decay) + _phase(f2, tau_rise, tau_decay)
-                                         - _phase(f1 + f2, tau_rise, tau_decay)))
+        phase = _phase(frequencies, tau_rise, tau_decay)  # per frequency bin, gathered below
+        rotated = values * np.exp(-1j * (phase[i_idx] + phase[j_idx] - phase[sum_idx]))
         grid[i_idx, j_idx] = weight * rotated.real
         amplitude = np.maximum(uniform_filter(grid, SMOOTHING_BINS)[i_idx, j_idx] / local_weight[i_idx, j_idx], 0.0)
         penalty = 0.0 if tau_rise < tau_decay else 1e3 * total * (1 + tau_rise / tau_decay)
