@@ -88,6 +88,16 @@ SUITES: dict[str, list[dict[str, Any]]] = {
         scenario("gcamp6s x3, preset start", "gcamp6s", speed=3.0, start="preset"),
         scenario("jgcamp8f x3", "jgcamp8f", speed=3.0),
     ],
+    # frame rates 15-100 Hz with kernels 2-4x faster than the presets, and a slow-decay
+    # indicator whose rise spans several frames (ogb1 at 100 Hz: 5 frames; SNR 6)
+    "rates": [
+        scenario("gcamp6f x2 15 Hz", "gcamp6f", speed=2.0, fs=15.0),
+        scenario("jgcamp8f x3 30 Hz", "jgcamp8f", speed=3.0, fs=30.0),
+        scenario("gcamp6s x3 30 Hz", "gcamp6s", speed=3.0, fs=30.0),
+        scenario("jgcamp8f x2 60 Hz", "jgcamp8f", speed=2.0, fs=60.0),
+        scenario("gcamp6f x4 100 Hz", "gcamp6f", speed=4.0, fs=100.0),
+        scenario("ogb1 100 Hz SNR 6", "ogb1", fs=100.0, snr=6.0),
+    ],
     "held-out": [
         scenario("gcamp6m", "gcamp6m"),
         scenario("gcamp6f x2", "gcamp6f", speed=2.0),
@@ -151,6 +161,7 @@ def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: flo
     fista_true = calab.run_deconvolution(traces, fs, true[0], true[1], lam, backend=backend, progress=False)
     yardstick = spike_correlation(fista_true, spikes, fs)
     rows = []
+    oasis = _oasis_correlations(traces, spikes, fs) if OASIS else {}
     for variant in variants:
         overrides = dict(VARIANTS[variant])
         if spec["start"] == "preset":
@@ -173,11 +184,35 @@ def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: flo
         continuous = result.activity if meta["activity_kind"] == "continuous" else meta["continuous_activity"]
         row["counts_corr"] = spike_correlation(counts, spikes, fs)
         row["continuous_corr"] = spike_correlation(continuous, spikes, fs) if continuous is not None else math.nan
+        row.update(oasis)
         row["counts_ratio"] = row["counts_corr"] / yardstick
         row["continuous_ratio"] = row["continuous_corr"] / yardstick
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
+
+
+#: Set by ``--oasis``: also score automated OASIS (bench/_oasis_worker.py in its own venv).
+OASIS = False
+
+
+def _oasis_correlations(traces: np.ndarray, spikes: np.ndarray, fs: float) -> dict[str, float]:
+    """Spike correlation of automated OASIS AR(1) and AR(2), run cell by cell in the OASIS venv."""
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from bench_cadecon_peers import WORKER, oasis_python
+
+    python = oasis_python()
+    if python is None:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "traces.npy", traces)
+        subprocess.run([str(python), str(WORKER), str(Path(tmp) / "traces.npy"), str(Path(tmp) / "out")],
+                       check=True, capture_output=True)
+        return {f"oasis_{order}_corr": spike_correlation(np.load(Path(tmp) / f"out_{order}.npy"), spikes, fs)
+                for order in ("ar1", "ar2")}
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -186,11 +221,14 @@ def format_row(row: dict[str, Any]) -> str:
 
     return (f"{row['scenario']:<28} {row['variant']:<9} tau_d {pct('tau_decay_err')} peak {pct('peak_err')} "
             f"corr counts {row['counts_corr']:.3f} cont {row['continuous_corr']:.3f} (true-kernel FISTA "
-            f"{row['fista_true_corr']:.3f}) it {row['iterations']} conv@{row['converged_at']} {row['wall_s']:.0f}s")
+            f"{row['fista_true_corr']:.3f}; OASIS AR1/AR2 {row.get('oasis_ar1_corr', math.nan):.3f}/"
+            f"{row.get('oasis_ar2_corr', math.nan):.3f}) it {row['iterations']} conv@{row['converged_at']} {row['wall_s']:.0f}s")
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as the markdown table of docs/cadecon.md."""
+    """The rows as the markdown table of docs/cadecon.md (OASIS columns when the rows have them)."""
+    if any("oasis_ar2_corr" in r for r in rows):
+        return _markdown_with_oasis(rows)
     lines = ["| scenario | settings | cells x min | true τr / τd (s) | learned τr / τd | τd error | peak-time error "
              "| corr. continuous / counts | FISTA true kernel | ratio (continuous) | iterations (conv. at) | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -220,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None)
     parser.add_argument("--only", default=None, help="substring filter on scenario names")
     parser.add_argument("--json", type=Path, default=None, help="append rows to this JSON file")
+    parser.add_argument("--oasis", action="store_true", help="also score automated OASIS AR(1)/AR(2) (own venv)")
     add_lock_option(parser)
     args = parser.parse_args(argv)
     hold_lock(args.lock)
+    global OASIS
+    OASIS = args.oasis
     specs = [spec for suite in args.suite.split(",") for spec in SUITES[suite]]
     if args.only:
         specs = [s for s in specs if args.only in s["name"]]
@@ -233,6 +274,22 @@ def main(argv: list[str] | None = None) -> int:
             existing = json.loads(args.json.read_text()) if args.json.exists() else []
             args.json.write_text(json.dumps(existing + rows[-len(args.variants.split(",")):], indent=1, default=float))
     return 0
+
+
+def _markdown_with_oasis(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | cells x min | true τr / τd (s) | learned τr / τd | τd error | peak-time error "
+             "| corr. ours | FISTA true kernel | ratio | OASIS AR(1) / AR(2) | ours / best OASIS | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        learned = f"{r['tau_rise']:.3f} / {r['tau_decay']:.3f}" if "tau_rise" in r else "n/a"
+        err = (lambda k: f"{100 * r[k]:+.1f}%" if k in r else "n/a")
+        best = max(r.get("oasis_ar1_corr", math.nan), r.get("oasis_ar2_corr", math.nan))
+        lines.append(
+            f"| {r['scenario']} | {r['cells']} x {r['minutes']:g} | {r['true_tau_rise']:.3f} / {r['true_tau_decay']:.3f} "
+            f"| {learned} | {err('tau_decay_err')} | {err('peak_err')} | {r['continuous_corr']:.3f} "
+            f"| {r['fista_true_corr']:.3f} | {r['continuous_ratio']:.3f} | {r.get('oasis_ar1_corr', math.nan):.3f} / "
+            f"{r.get('oasis_ar2_corr', math.nan):.3f} | {r['continuous_corr'] / best:.3f} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
