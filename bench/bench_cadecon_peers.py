@@ -16,7 +16,7 @@ times, in this one invocation and on the same cores:
 and reports wall time, the speed ratio OASIS / ours (> 1: we are faster), and spike
 correlation (Pearson, 100 ms bins, median over cells that fired) of every method.
 
-    python bench/bench_cadecon_peers.py          # 120 x 9000 at 30 Hz (on a shared machine: under flock)
+    python bench/bench_cadecon_peers.py --lock LOCKFILE   # 120 x 9000 at 30 Hz
     python bench/bench_cadecon_peers.py --populations gcamp6f:30:120:9000,ogb1:100:80:18000 --json out.json
 """
 
@@ -38,6 +38,9 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lock import add_lock_option, hold_lock  # noqa: E402  (bench/_lock.py)
 
 import calab  # noqa: E402
 from calab.cadecon.initialization import noise_sigma  # noqa: E402
@@ -145,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-oasis", action="store_true", help="time run_cadecon only")
     parser.add_argument("--json", help="write the rows here")
+    add_lock_option(parser)
     args = parser.parse_args(argv)
+    hold_lock(args.lock)
     python = None if args.no_oasis else oasis_python()
     rows = []
     for text in args.populations.split(","):
