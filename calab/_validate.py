@@ -52,8 +52,18 @@ __all__ = [
     "MAX_KERNEL_SAMPLES",
     "MEMORY_LIMIT_ENV",
     "MemoryLimitError",
+    "FlatTraceWarning",
+    "MAX_UPSAMPLED_RATE_HZ",
     "check_bool",
+    "check_catune_export",
     "check_choice",
+    "check_instance",
+    "check_progress",
+    "check_upsampling",
+    "describe_indices",
+    "flat_rows",
+    "normalise_rows",
+    "power_of_two_scales",
     "check_dynamic_range",
     "check_integer",
     "check_iterations",
@@ -68,6 +78,7 @@ __all__ = [
     "check_rows",
     "check_real_dtype",
     "check_real_scalar",
+    "check_resolution_floor",
     "dynamic_range_limit",
     "format_bytes",
     "format_number",
@@ -93,6 +104,19 @@ _KERNEL_LENGTH_CONSTANT = 13.815510557964274
 DEFAULT_MEMORY_LIMIT = 8 * 1024**3
 #: Environment variable that raises (or lowers) the memory allowance, e.g. ``"32GiB"``.
 MEMORY_LIMIT_ENV = "CALAB_MEMORY_LIMIT"
+#: Highest rate (Hz) the InDeCa solve may upsample to: 0.1 ms bins.  Finer bins resolve
+#: nothing a calcium kernel carries, and every upsampling step multiplies the solve's time
+#: and memory (``upsample_factor=10**6`` at 30 Hz ran for minutes on 60 frames).
+MAX_UPSAMPLED_RATE_HZ = 10_000.0
+#: Float32's relative resolution: a trace whose spread is below this fraction of its
+#: magnitude is constant in the float32 solvers.
+_F32_EPS = float(np.finfo(np.float32).eps)
+#: Rows whose largest deviation from their median is below this are multiplied by a
+#: power of two (exactly) before a scale-free float32 solve; see :func:`normalise_rows`.
+_SMALLEST_UNSCALED = 2.0**-16
+#: Smallest usable deviation of a row from its median: float32's smallest normal number
+#: times 2**24, so values and results keep float32's full precision (about 2e-31).
+SMALLEST_DEVIATION = 2.0**-102
 
 #: dtype kinds accepted as numeric data: signed/unsigned integers and floats.
 _REAL_KINDS = "iuf"
@@ -104,6 +128,10 @@ class IntegerRangeError(OverflowError, ValueError):
     An :class:`OverflowError` (what calab 0.3.0 raised for ``max_iters``) and a
     :class:`ValueError` (what the value is), so either ``except`` clause catches it.
     """
+
+
+class FlatTraceWarning(UserWarning):
+    """Traces with no variation were given: they carry no activity and get none."""
 
 
 class MemoryLimitError(MemoryError, ValueError):
@@ -355,6 +383,7 @@ def check_rows(
         row = check_real_array(row, name, ndim=1, allow_empty=allow_empty_rows, finite=True)
         terms = sum_length(row.size) if sum_length is not None else row.size
         check_dynamic_range(row, name, n_terms=max(int(terms), 1))  # before a float32 cast
+        check_resolution_floor(row, name)
         out.append(row.astype(dtype, copy=False))
     return out, ragged
 
@@ -579,7 +608,72 @@ def check_choice(value: Any, name: str, choices: Iterable[str], *, message: str 
     raise ValueError(f"{message}, got {value!r}")
 
 
+def check_progress(value: Any, name: str = "progress") -> Any:
+    """A ``progress`` argument: None (automatic), True/False, or a callable receiving events.
+
+    Raises
+    ------
+    TypeError
+        Anything else (a string such as ``"yes"`` is not silently taken as True).
+    """
+    if value is None or callable(value):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(
+        f"{name} must be True, False, None or a callable receiving progress events, got {_describe(value)}"
+    )
+
+
+def check_instance(value: Any, name: str, kind: type, *, allow_none: bool = True, hint: str = "") -> Any:
+    """An object of a given class (or None), e.g. a ``CaDeconControl``.
+
+    Raises
+    ------
+    TypeError
+        ``"{name} must be a {kind} (or None), got ..."`` plus ``hint``.
+    """
+    if (value is None and allow_none) or isinstance(value, kind):
+        return value
+    label = f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
+    optional = " (or None)" if allow_none else ""
+    raise TypeError(f"{name} must be a {label}{optional}, got {_describe(value)}{'; ' + hint if hint else ''}")
+
+
 # --------------------------------------------------------------------------- domain rules
+def check_catune_export(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The parameters a CaTune page exported, checked before ``tune()`` returns them.
+
+    ``params`` is ``tune()``'s dict (``tau_rise``, ``tau_decay``, ``lambda_``, ``fs``,
+    ``filter_enabled``); a key the page did not send is None and stays None (as in
+    0.3.0).  Present values follow :func:`check_kernel_parameters` (finite ``fs > 0``,
+    ``0 < tau_rise < tau_decay``, finite ``lambda_ >= 0``) and ``filter_enabled`` is a bool.
+
+    Raises
+    ------
+    ValueError
+        ``"the CaTune page exported unusable parameters: ..."`` with the rule broken, for
+        wrong types (``fs='abc'``) as well: the page, not the caller, sent them.
+    """
+    def fail(problem: str) -> None:
+        raise ValueError(
+            f"the CaTune page exported unusable parameters ({problem}); nothing was returned. "
+            "Re-export from the page, or pass the values you meant explicitly."
+        ) from None
+
+    try:
+        fs = check_positive_scalar(params.get("fs"), "fs", allow_none=True, unit=" Hz")
+        tau_rise = check_positive_scalar(params.get("tau_rise"), "tau_rise", allow_none=True, unit=" s")
+        tau_decay = check_positive_scalar(params.get("tau_decay"), "tau_decay", allow_none=True, unit=" s")
+        lam = check_nonnegative_scalar(params.get("lambda_"), "lambda_", allow_none=True)
+        check_bool(params.get("filter_enabled"), "filter_enabled", allow_none=True)
+        if None not in (fs, tau_rise, tau_decay):  # the pair and kernel-length rules
+            check_kernel_parameters(fs, tau_rise, tau_decay, lam or 0.0)
+    except (TypeError, ValueError) as exc:
+        fail(str(exc).removeprefix("invalid parameter: "))
+    return params
+
+
 def check_kernel_parameters(
     fs: Any, tau_rise: Any, tau_decay: Any, lam: Any = 0.0
 ) -> tuple[float, float, float, float]:
@@ -737,6 +831,123 @@ def check_per_cell(
     return out
 
 
+def check_upsampling(fs: float, factor: int, setting: str | None = None) -> None:
+    """Refuse an upsampling factor that takes the solve above :data:`MAX_UPSAMPLED_RATE_HZ`.
+
+    The InDeCa solve works on ``T·u`` samples per trace, so ``u`` multiplies its time and
+    memory; beyond 10 kHz (0.1 ms bins) finer bins carry no information about a calcium
+    kernel.  A factor of 1 is always accepted, whatever ``fs``.
+
+    Parameters
+    ----------
+    fs : float
+        Sampling rate (Hz).
+    factor : int
+        Upsampling factor.
+    setting : str, optional
+        The setting as the user gave it, for the message (default ``upsample_factor=u``).
+
+    Raises
+    ------
+    ValueError
+        Naming the rate, the largest usable factor at this ``fs`` and why.
+    """
+    if factor <= 1 or fs * factor <= MAX_UPSAMPLED_RATE_HZ:
+        return
+    largest = max(1, int(MAX_UPSAMPLED_RATE_HZ // fs))
+    setting = setting or f"upsample_factor={factor}"
+    raise ValueError(
+        f"invalid parameter: {setting} at fs = {format_number(fs)} Hz means a solve at "
+        f"{format_number(fs * factor)} Hz; above {format_number(MAX_UPSAMPLED_RATE_HZ)} Hz (0.1 ms bins) "
+        "upsampling resolves nothing a calcium kernel carries, and it multiplies the solve's time and "
+        f"memory by the factor ({factor}). Use an upsampling factor of at most {largest} at this fs "
+        f"(a target rate of at most {format_number(MAX_UPSAMPLED_RATE_HZ)} Hz)."
+    )
+
+
+def describe_indices(indices: Iterable[int], limit: int = 10) -> str:
+    """``"0, 3 and 7"`` (or ``"0, 1, ... and 988 more"``) for messages naming cells."""
+    items = [str(int(i)) for i in indices]
+    if len(items) > limit:
+        return f"{', '.join(items[:limit])} and {len(items) - limit} more"
+    if len(items) > 1:
+        return f"{', '.join(items[:-1])} and {items[-1]}"
+    return items[0] if items else "none"
+
+
+def flat_rows(rows: Iterable[Any]) -> list[int]:
+    """Indices of rows with no variation the float32 solvers can see.
+
+    A row is flat when ``max - min <= eps32 · max|x|`` (``eps32 = 2**-23``): its float32
+    copy is constant (or all zero), so every activity found in it would be rounding.
+    Empty rows are not flat.
+    """
+    flat = []
+    for index, row in enumerate(rows):
+        values = np.asarray(row)
+        if values.size == 0:
+            continue
+        high, low = float(values.max()), float(values.min())
+        if high - low <= _F32_EPS * max(abs(high), abs(low)):
+            flat.append(index)
+    return flat
+
+
+def power_of_two_scales(rows: Iterable[Any]) -> np.ndarray:
+    """The exact power of two each row is multiplied by before a scale-free float32 solve.
+
+    1 for a row whose largest deviation from its median is at least ``2**-16`` (almost all
+    data), for empty and flat rows; otherwise the power of two that brings that deviation
+    to ``[1, 2)``.  Multiplying by a power of two loses no digit, even for values below
+    float32's smallest normal number (1e-300 data; down to float64's, 2.2e-308), so the solvers' absolute thresholds
+    (``1e-10`` of the working trace) never swallow every event of a tiny-valued trace.
+    """
+    rows = list(rows)
+    flat = set(flat_rows(rows))
+    scales = np.ones(len(rows))
+    for index, row in enumerate(rows):
+        values = np.asarray(row, dtype=np.float64)
+        if values.size == 0 or index in flat:
+            continue
+        peak = float(np.max(np.abs(values - np.median(values))))
+        if 0 < peak < _SMALLEST_UNSCALED:
+            # capped so the scale stays a finite float64 (subnormal-only rows stay small)
+            scales[index] = math.ldexp(1.0, min(1 - math.frexp(peak)[1], 1023))
+    return scales
+
+
+def normalise_rows(rows: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+    """Rows ready for an offset- and scale-free float32 solve, with the exact scale used.
+
+    Each float64 row loses its median (a float64 subtraction: a level far above the
+    variation costs no float32 precision, and a constant row becomes exactly zero);
+    flat rows (:func:`flat_rows`) become zeros; rows are multiplied by
+    :func:`power_of_two_scales`.  The InDeCa solve is invariant to the offset and
+    equivariant to the scale, so its amplitude outputs are divided by ``scales``
+    afterwards and its counts need nothing.
+
+    Returns
+    -------
+    rows : list of numpy.ndarray
+        New float64 rows (the inputs are not modified).
+    scales : numpy.ndarray, shape (n_rows,)
+        The power of two each row was multiplied by (1 for most data).
+    flat : list of int
+        Indices of the flat rows.
+    """
+    flat = flat_rows(rows)
+    scales = power_of_two_scales(rows)
+    out = []
+    for index, row in enumerate(rows):
+        values = np.asarray(row, dtype=np.float64)
+        if values.size == 0 or index in flat:
+            out.append(np.zeros(values.shape, dtype=np.float64))
+            continue
+        centred = values - np.median(values)
+        out.append(np.ldexp(centred, int(math.frexp(scales[index])[1]) - 1) if scales[index] != 1.0 else centred)
+    return out, scales, flat
+
+
 # --------------------------------------------------------------------------- dynamic range
 def dynamic_range_limit(n_terms: int, gain: float = 1.0, *, squares: bool = False) -> float:
     """Largest ``max|x|`` a float32 computation over ``n_terms`` samples handles safely.
@@ -840,6 +1051,36 @@ def check_dynamic_range(
     )
 
 
+def check_resolution_floor(row: Any, what: str = "traces") -> None:
+    """Reject a 1-D row whose variation lies below float32's normal range (the low end).
+
+    The counterpart of :func:`check_dynamic_range`: the solvers and their float32 results
+    (activity, working traces) cannot hold values below about 1.2e-38, so a row whose
+    largest deviation from its median is under :data:`SMALLEST_DEVIATION` (about 2e-31)
+    would lose its events or come back as zeros.  Flat rows (no variation at all) are
+    left alone: they have no events to lose.  Rows between this floor and ``2**-16`` are
+    handled exactly by the scale-free solvers (see :func:`power_of_two_scales`).
+
+    Raises
+    ------
+    ValueError
+        Giving the deviation found and an exact power-of-two factor to multiply by.
+    """
+    values = np.asarray(row, dtype=np.float64)
+    if values.size == 0 or flat_rows([values]):
+        return
+    peak = float(np.max(np.abs(values - np.median(values))))
+    if peak >= SMALLEST_DEVIATION or not math.isfinite(peak):
+        return
+    exponent = 1 - math.frexp(peak)[1]
+    raise ValueError(
+        f"{what} varies by at most {peak:.3g} around its median, below {SMALLEST_DEVIATION:.2g} where float32 "
+        f"(the solvers' precision and that of the results) loses digits and underflows to zero. Rescale first, "
+        f"e.g. multiply {what} by 2**{exponent} (exact: a power of two), and divide the amplitudes (alpha, "
+        "baseline, activity) by the same factor."
+    )
+
+
 # --------------------------------------------------------------------------- JSON
 def to_json_value(value: Any, key: str = "metadata") -> Any:
     """Convert a value to JSON-native types, refusing what JSON cannot represent.
@@ -930,7 +1171,9 @@ def format_bytes(n_bytes: float) -> str:
     size = float(n_bytes)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+            if unit == "bytes":
+                return f"{size:.0f} {unit}"
+            return f"{size:.1f} {unit}" if size < 1e6 else f"{size:.2g} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"  # pragma: no cover
 
@@ -949,13 +1192,25 @@ def memory_limit(limit: Any = None) -> int:
     return DEFAULT_MEMORY_LIMIT
 
 
-def check_memory(estimated_bytes: float, what: str, *, limit: Any = None, how_to_raise: str = "") -> None:
+def check_memory(
+    estimated_bytes: float | Mapping[str, float],
+    what: str,
+    *,
+    limit: Any = None,
+    how_to_raise: str = "",
+    advice: str = "fewer cells or timepoints, or process it in parts",
+) -> None:
     """Refuse a request whose estimated memory exceeds the allowance, before allocating.
+
+    The one memory check of calab: every entry point whose settings multiply memory
+    (``simulate``'s sizes, ``run_cadecon``'s subset count, sampling rate and upsampling,
+    the InDeCa functions' kernel lengths) estimates its peak and calls this first.
 
     Parameters
     ----------
-    estimated_bytes : float
-        Estimated peak memory of the request.
+    estimated_bytes : float or mapping of str to float
+        Estimated peak memory of the request, or its parts by name (summed; the message
+        names the largest, so the user knows which setting to change).
     what : str
         The request, e.g. ``"simulate(num_cells=100000, num_timepoints=1000000)"``.
     limit : int, float or str, optional
@@ -964,6 +1219,8 @@ def check_memory(estimated_bytes: float, what: str, *, limit: Any = None, how_to
         How the caller raises the allowance, with ``{size}`` standing for the suggested
         size (e.g. ``"pass max_memory='{size}'"``); the environment variable is always
         mentioned.
+    advice : str
+        How to make the request smaller (which setting to change).
 
     Raises
     ------
@@ -971,13 +1228,20 @@ def check_memory(estimated_bytes: float, what: str, *, limit: Any = None, how_to
         A MemoryError and a ValueError; the message gives the estimate and the limit.
     """
     allowance = memory_limit(limit)
+    largest = ""
+    if isinstance(estimated_bytes, Mapping):
+        parts = {name: float(value) for name, value in estimated_bytes.items()}
+        estimated_bytes = math.fsum(parts.values()) if parts else 0.0
+        if parts and estimated_bytes > allowance:
+            name = max(parts, key=parts.__getitem__)
+            largest = f" (mostly {name}: {format_bytes(parts[name])})"
     if estimated_bytes <= allowance:
         return
-    size = f"{math.ceil(estimated_bytes / 1024**3)}GiB"
+    size = f"{math.ceil(estimated_bytes / 1024**3)}GiB" if math.isfinite(estimated_bytes) else "more"
     raise_hint = f"{how_to_raise.format(size=size)}, or set " if how_to_raise else "set "
     raise MemoryLimitError(
-        f"{what} needs about {format_bytes(estimated_bytes)} of memory, above the limit of "
-        f"{format_bytes(allowance)} ({allowance} bytes). Make the request smaller (fewer cells "
-        f"or timepoints, or process it in parts), or, if the machine has that much memory, "
+        f"{what} needs about {format_bytes(estimated_bytes)} of memory{largest}, above the limit of "
+        f"{format_bytes(allowance)} ({allowance} bytes). Make the request smaller ({advice}), "
+        f"or, if the machine has that much memory, "
         f"{raise_hint}the environment variable {MEMORY_LIMIT_ENV}={size}."
     )

@@ -21,6 +21,7 @@ from calab._validate import (
     check_iterations,
     check_kernel_parameters,
     check_lambda,
+    check_progress,
     check_real_array,
 )
 from calab.backends import array_library, is_dask_array, resolve_backend
@@ -148,6 +149,7 @@ def _deconvolve(
     # dtype, scalar-form and dynamic-range rules listed in docs/differences.md.  Lazy
     # sources (h5py, Zarr) are checked from their dtype/shape and stay unread here.
     traces = check_real_array(traces, "traces", ndim=(1, 2), lazy=True)
+    progress = check_progress(progress)
     library = caller_library(traces)
     traces = _as_batch_source(traces)
     ndim = traces.ndim

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from calab._validate import check_catune_export
 from calab.bridge.handshake import BridgeVersionWarning
 from calab.bridge.headless import HeadlessBrowser
 from calab.bridge.registry import PAGES_PREFIX, AppSpec, resolve_app
@@ -350,7 +351,8 @@ def tune(
     ------
     ValueError
         Traces that are not 1-D/2-D, empty, or hold NaN/inf; a non-positive ``fs``; a
-        ``port`` outside 0-65535.
+        ``port`` outside 0-65535; an export from the page with unusable values (NaN or
+        negative taus, ``tau_rise >= tau_decay``, ``lambda < 0``, a non-numeric ``fs``).
     BridgeVersionError
         The page exported an incompatible schema version.
     """
@@ -358,4 +360,4 @@ def tune(
                     open_browser=open_browser)
     if result is None:
         return None
-    return catune_params(result.payload, fs)
+    return check_catune_export(catune_params(result.payload, fs))  # a page's NaN or 'abc' is not returned

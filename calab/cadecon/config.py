@@ -96,6 +96,18 @@ class DeconConfig(BaseModel):
     kernel_tol: float | None = Field(None, ge=0, lt=1, description="FISTA relative tolerance of kernel estimation")
     kernel_smooth_lambda: float | None = Field(None, ge=0, description="Total-variation weight of kernel estimation")
 
+    @field_validator(
+        "upsample_target", "max_iterations", "convergence_tol", "num_subsets", "target_coverage", "aspect_ratio",
+        "seed", "tau_rise", "tau_decay", "patience", "min_iterations", "selection_window", "lambda_",
+        "trace_max_iters", "trace_tol", "kernel_max_iters", "kernel_tol", "kernel_smooth_lambda", mode="before",
+    )
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads True as 1; calab's validation never does (True is a flag)
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            raise ValueError(f"{info.field_name} must be a number, got {value!r}; a boolean is not a count or amount")
+        return value
+
     @field_validator("tau_decay")
     @classmethod
     def _starting_kernel(cls, tau_decay: float | None, info: ValidationInfo) -> float | None:

@@ -17,7 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from calab._validate import check_dynamic_range, check_reference_range, check_real_array
+from calab._validate import (
+    check_dynamic_range,
+    check_instance,
+    check_memory,
+    check_progress,
+    check_real_array,
+    check_reference_range,
+    check_resolution_floor,
+    check_upsampling,
+    describe_indices,
+    flat_rows,
+    power_of_two_scales,
+)
 from calab.cadecon import _blocks
 from calab.cadecon.config import DeconConfig, ResolvedConfig
 from calab.cadecon.bispectrum import bispectral_taus
@@ -41,6 +53,20 @@ _NO_KERNEL_MODES = ("Degenerate", "Empty")
 FINALIZATION_STEPS = 10
 #: λ per unit of noise SD of the continuous (FISTA) solution at the learned kernel.
 CONTINUOUS_LAMBDA_PER_NOISE = 1.0
+#: Lowest sampling rate (Hz): frames further apart than the longest decay the kernel fits
+#: consider (5 s) carry no kernel shape (below about 0.06 Hz the bispectral start failed
+#: with "range() arg 3 must not be zero").
+MIN_FS_HZ = 0.2
+#: The shortest decay (s) a start or fit of the loop produces (the bispectral search's
+#: lower bound; the fits' grid starts at 0.05 s): with it the final kernel's length is
+#: known to be at least ``13.8·0.02·fs`` samples before any work.
+SHORTEST_DECAY_S = 0.02
+#: Bytes per subset of the placement and its records (measured about 330 with tracemalloc,
+#: plus the copy in the result's metadata) and per tile of the placement grid.
+SUBSET_BYTES = 600.0
+TILE_BYTES = 40.0
+#: Bytes per free-kernel sample kept in every iteration's history record (a Python list).
+HISTORY_BYTES_PER_SAMPLE = 32.0
 
 
 class CaDeconWarning(UserWarning):
@@ -89,7 +115,74 @@ def _check_rows(rows: Sequence[np.ndarray] | np.ndarray, fs: Any) -> float:
                 "replace or drop NaN/inf samples (for example by interpolation) before calling run_cadecon"
             )
         check_dynamic_range(row, f"traces[{index}]")
+        check_resolution_floor(row, f"traces[{index}]")
     return fs
+
+
+def _check_fs_range(fs: float, settings: ResolvedConfig) -> None:
+    """Sampling rates at which no calcium kernel can be learned, refused before any work."""
+    from calab.kernel import KERNEL_LENGTH_CONSTANT, MAX_KERNEL_SAMPLES
+
+    if fs < MIN_FS_HZ:
+        raise ValueError(
+            f"invalid parameter: fs = {fs:g} Hz puts {1 / fs:g} s between frames, longer than the longest "
+            f"calcium decay CaDecon fits (5 s), so the traces carry no kernel shape; run_cadecon needs "
+            f"fs >= {MIN_FS_HZ:g} Hz (check that fs is in Hz, not a frame interval)"
+        )
+    shortest = min(SHORTEST_DECAY_S, settings.tau_decay) if settings.tau_decay is not None else SHORTEST_DECAY_S
+    taps = KERNEL_LENGTH_CONSTANT * shortest * fs
+    if taps > MAX_KERNEL_SAMPLES:
+        raise ValueError(
+            f"invalid parameter: fs = {fs:g} Hz: even the shortest decay CaDecon considers ({shortest:g} s) "
+            f"implies a {math.ceil(taps)}-sample kernel, above the {MAX_KERNEL_SAMPLES}-sample limit; check "
+            "the units of fs (Hz)"
+        )
+
+
+def _workload(n_cells: int, lengths: np.ndarray, fs: float, settings: ResolvedConfig, workers: int,
+              kernel_length: int | None = None) -> dict[str, float]:
+    """Estimated peak memory of a run, by part (:func:`calab._validate.check_memory`).
+
+    Without ``kernel_length`` (before any work): the subset bookkeeping, the finalisation
+    solves and outputs, and the subset solves when refinement iterations are certain.  With
+    it (once the starting kernel fixed the free kernel's length): the refinement
+    iterations' solves, kernel estimation, fits and history.  The parts come from the
+    InDeCa functions' own estimates.
+    """
+    from calab.cadecon.subsets import subset_size
+    from calab.indeca.biexp import estimate_memory as fit_memory
+    from calab.indeca.kernel_estimation import estimate_memory as kernel_memory
+    from calab.indeca.solve import estimate_memory as solve_memory
+    from calab.kernel import compute_upsample_factor
+
+    factor = compute_upsample_factor(fs, settings.upsample_target)
+    n_frames = int(lengths.min())
+    count = settings.num_subsets
+    n_sub, t_sub = subset_size(n_cells, n_frames, count, settings.target_coverage, settings.aspect_ratio)
+    tiles = max(1, n_frames // t_sub) * max(1, n_cells // n_sub)
+    terms: dict[str, float] = {}
+
+    def add(prefix: str, parts: dict[str, float]) -> None:
+        for name, value in parts.items():
+            terms[f"{prefix}{name}"] = value
+
+    subset_solves = solve_memory(float(count) * n_sub * t_sub, t_sub, factor, workers)
+    if kernel_length is None:
+        terms[f"the placement of num_subsets={count} subsets"] = SUBSET_BYTES * count + TILE_BYTES * tiles
+        chunk = math.ceil(n_cells / FINALIZATION_STEPS)
+        add("the final solves: ", solve_memory(float(chunk) * lengths.max(), lengths.max(), factor, workers))
+        terms["the activity and continuous outputs"] = 8.0 * float(lengths.sum()) + 4.0 * n_cells * n_frames
+        refine_certain = settings.refine is True or (
+            settings.refine is None and (settings.tau_decay is not None or settings.initialization != "bispectrum"))
+        if refine_certain:
+            add("the subset solves: ", subset_solves)
+        return terms
+    add("the subset solves: ", subset_solves)
+    add("kernel estimation: ", kernel_memory(count, kernel_length))
+    add("kernel fits: ", fit_memory(count, kernel_length))
+    terms["the free kernels kept in metadata['history']"] = (
+        HISTORY_BYTES_PER_SAMPLE * count * kernel_length * settings.max_iterations)
+    return terms
 
 
 def _config(config: DeconConfig | None, overrides: dict[str, Any]) -> tuple[DeconConfig, ResolvedConfig]:
@@ -424,35 +517,100 @@ def run_cadecon(
     Raises
     ------
     pydantic.ValidationError
-        A bad configuration value or an unknown setting (names the field).
+        A bad configuration value or an unknown setting (names the field; booleans are
+        not numbers).
     ValueError
-        NaN/inf samples (names cell and frame), an empty input or a bad ``fs``.
+        NaN/inf samples (names cell and frame), an empty input, a bad ``fs`` (below
+        0.2 Hz, or so high that the shortest kernel exceeds 2**20 samples) or an
+        ``upsample_target`` above 10 kHz (when it upsamples at all).
+    TypeError
+        ``progress`` not None/bool/callable, ``control`` not a :class:`CaDeconControl`.
+    calab._validate.MemoryLimitError
+        (a ``MemoryError`` and a ``ValueError``) The estimated memory of the run (subset
+        count, upsampling, outputs; once the starting kernel is known, the refinement
+        iterations' kernel estimation and fits) exceeds the allowance
+        (``CALAB_MEMORY_LIMIT``, default 8 GiB), checked before that work starts.
 
     Warns
     -----
     CaDeconWarning
-        When no kernel could be learned (no activity), or with a single cell.
+        When no kernel could be learned (no activity), with a single cell, for cells
+        with no variation (constant traces: zero activity, named), or when a stop came
+        before any cell was solved.
 
     Notes
     -----
     Deterministic for a given ``seed`` on a given backend.  Ctrl-C propagates
-    ``KeyboardInterrupt`` and returns nothing.
+    ``KeyboardInterrupt`` and returns nothing.  Traces whose largest deviation from their
+    median is below ``2**-16`` are multiplied by an exact power of two before the solve
+    and their amplitudes (continuous activity, alphas, baselines) divided by it after, so
+    a population scaled by 1e-30 gives the same events as at unit scale.
     """
     from calab.backends import resolve_backend
+    from calab.indeca.solve import flat_trace_warnings
+    from calab.kernel import compute_upsample_factor
 
+    progress = check_progress(progress)
+    control = check_instance(control, "control", CaDeconControl,
+                             hint="create one with calab.CaDeconControl() and call its stop() from another thread")
     decon_config, settings = _config(config, overrides)
     rows, ragged = _as_rows(traces)
     fs = _check_rows(rows, fs)
+    _check_fs_range(fs, settings)
+    factor = compute_upsample_factor(fs, settings.upsample_target)
+    check_upsampling(fs, factor, f"upsample_target={settings.upsample_target} (a factor of {factor})")
     chosen = resolve_backend(backend, traces if not isinstance(traces, (list, tuple)) else None)
+    lengths = np.array([row.shape[-1] for row in rows])
+    workers = max(1, int(getattr(chosen, "workers", 1))) if chosen.host_arrays else 1
+    check_memory(_workload(len(rows), lengths, fs, settings, workers),
+                 f"run_cadecon on {len(rows)} cells x {int(lengths.max())} frames at fs={fs:g} Hz",
+                 advice="fewer subsets via num_subsets, a lower upsample_target, or fewer cells per call")
+    # Tiny-valued rows (|x - median| < 2**-16) are multiplied by an exact power of two; every
+    # output is scale-free or scales with the data, and amplitudes are divided back below.
+    scales = power_of_two_scales(rows)
+    if np.any(scales != 1.0):
+        rows = [row * scale for row, scale in zip(rows, scales)] if ragged else rows * scales[:, None]
     report, close = make_reporter(progress, settings.max_iterations)
     run = _Run(rows, ragged, fs, settings, chosen, report, control)
     if run.n_cells == 1:
         run.warn("run_cadecon got a single cell: the kernel is learned from one trace, which is "
                  "less reliable than from a population; check metadata['history'].")
+    flat = flat_rows(rows)
+    if flat:
+        run.warn(f"cell{'s' if len(flat) > 1 else ''} {describe_indices(flat)} ha{'ve' if len(flat) > 1 else 's'} "
+                 "no variation (a constant trace at float32 precision): no activity is found there, its "
+                 "activity is zero.")
     try:
-        return _run(run, decon_config)
+        with flat_trace_warnings(False):  # cells are named above, not subset rows
+            result = _run(run, decon_config)
     finally:
         close()
+    if result.metadata.get("stopped") and not result.metadata.get("finalized") and not result.metadata.get("cells_with_results"):
+        message = ("the run was stopped before any cell was solved: activity is all zero and alphas, baselines "
+                   "and pves are NaN (no result), metadata['cells_with_results'] is empty.")
+        result.metadata["warnings"].append(message)
+        warnings.warn(message, CaDeconWarning, stacklevel=2)
+    return _unscale(result, scales, ragged)
+
+
+def _unscale(result: CaDeconResult, scales: np.ndarray, ragged: bool) -> CaDeconResult:
+    """Amplitudes of rescaled rows back in the caller's units (exact division by powers of two)."""
+    if np.all(scales == 1.0):
+        return result
+
+    def back(activity: Any) -> Any:
+        if ragged or isinstance(activity, list):
+            return [np.asarray(row / scale, dtype=np.float32) for row, scale in zip(activity, scales)]
+        return np.asarray(activity / scales[:, None], dtype=np.float32)
+
+    metadata = dict(result.metadata)
+    activity = result.activity
+    if metadata.get("activity_kind") == "continuous":
+        activity = back(activity)
+    elif metadata.get("continuous_activity") is not None:
+        metadata["continuous_activity"] = back(metadata["continuous_activity"])
+    return result._replace(activity=activity, alphas=result.alphas / scales, baselines=result.baselines / scales,
+                           metadata=metadata)
 
 
 def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
@@ -473,6 +631,12 @@ def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
         refine = settings.refine if settings.refine is not None else start_info.get("method") != "bispectrum"
         start_info["refined"] = refine
         run.planned_iterations = settings.max_iterations if refine else 0
+        if refine:  # the free kernel's length is known now: check the iterations' memory first
+            workers = max(1, int(getattr(run.backend, "workers", 1))) if run.backend.host_arrays else 1
+            check_memory(_workload(run.n_cells, run.lengths, fs, settings, workers, kernel_length),
+                         f"run_cadecon's refinement iterations ({settings.num_subsets} subsets, "
+                         f"{kernel_length}-sample free kernels at fs={fs:g} Hz)",
+                         advice="fewer subsets via num_subsets, or refine=False to keep the starting kernel")
         for iteration in range(1, run.planned_iterations + 1):
             run.iteration = iteration
             if not _iterate(run, subsets, kernel_length, tracker, trail):

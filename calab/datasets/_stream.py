@@ -410,6 +410,7 @@ def deconvolve_dataset(
     PermissionError
         The output location is not writable.
     """
+    from calab._validate import check_integer
     from calab.deconvolution import check_solve_settings
     from calab.loaders._common import validate_fs
 
@@ -425,8 +426,7 @@ def deconvolve_dataset(
     fs, tau_r, tau_d, lam_cells, max_iters = check_solve_settings(
         fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, n_cells, shape=tuple(data.shape)
     )
-    if chunk_cells is not None and (isinstance(chunk_cells, bool) or int(chunk_cells) < 1):
-        raise ValueError(f"chunk_cells must be a positive number of cells, got {chunk_cells!r}")
+    chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=1, allow_none=True)  # 2.5 is not truncated
     settings = _settings(fs, tau_r, tau_d, lam_cells, lam, max_iters, conv_mode, constraint, bandpass,
                          save_reconvolution)
     return stream_dataset(data, output, settings, lam_cells, chunk_cells=chunk_cells, backend=backend,

@@ -18,17 +18,37 @@ import numpy as np
 from calab._validate import (
     check_dynamic_range,
     check_iterations,
+    check_memory,
     check_real_array,
     check_reference_range,
     check_rows,
 )
 from calab.kernel import MAX_KERNEL_SAMPLES
 
-__all__ = ["KernelSubset", "estimate_kernel", "estimate_kernels", "prox_tv"]
+__all__ = ["KernelSubset", "estimate_kernel", "estimate_kernels", "estimate_memory", "prox_tv"]
 
 POWER_ITERATIONS = 20
 TV_ITERATIONS = 100
 TV_STEP = 0.249
+#: Bytes per Gram-matrix element (float64 plus the products that build it): measured
+#: 12-24 bytes per subset·K² with tracemalloc, i.e. 12·(n_subsets + 1)·K².
+GRAM_BYTES = 12.0
+
+
+def estimate_memory(n_subsets: int, kernel_length: int) -> dict[str, float]:
+    """Estimated peak bytes of :func:`estimate_kernels`, by part.
+
+    The ``K × K`` Gram matrix of every subset (plus one being built) dominates: 8 TiB for
+    one subset at the documented maximum ``K = 2**20``.
+    """
+    k = float(kernel_length)
+    if n_subsets <= 0:
+        return {}
+    return {
+        f"the {int(k)} x {int(k)} Gram matrices of {n_subsets} subset{'s' if n_subsets != 1 else ''}":
+            GRAM_BYTES * (n_subsets + 1) * k * k,
+        "kernel iterates": 64.0 * n_subsets * k,
+    }
 
 
 class KernelSubset(NamedTuple):
@@ -76,8 +96,9 @@ def gram_terms(subset: KernelSubset, kernel_length: int) -> tuple[np.ndarray, np
 
     traces = _rows(subset.traces, "traces")
     spikes = _rows(subset.spikes, "spikes")
-    alphas = np.asarray(subset.alphas, dtype=np.float64).ravel()
-    baselines = np.asarray(subset.baselines, dtype=np.float64).ravel()
+    # NaN/inf amplitudes or baselines would turn the whole kernel into NaN
+    alphas = check_real_array(np.ravel(subset.alphas), "alphas", ndim=1, finite=True, dtype=np.float64)
+    baselines = check_real_array(np.ravel(subset.baselines), "baselines", ndim=1, finite=True, dtype=np.float64)
     if len(spikes) != len(traces):
         raise ValueError(f"invalid input: {len(spikes)} spike trains for {len(traces)} traces; pass one per trace")
     if alphas.size != len(traces) or baselines.size != len(traces):
@@ -166,6 +187,10 @@ def estimate_kernels(
     count = len(subsets)
     if count == 0:
         return np.zeros((0, k), dtype=np.float32)
+    check_memory(
+        estimate_memory(count, k), f"estimate_kernels(kernel_length={k}) on {count} subset{'s' if count != 1 else ''}",
+        advice="a kernel_length of about 5 decay time constants in samples, 5 * tau_decay * fs, is enough",
+    )
     grams = np.empty((count, k, k))
     rhs = np.empty((count, k))
     for i, subset in enumerate(subsets):
@@ -273,6 +298,8 @@ def estimate_kernel(
     check_dynamic_range(traces_flat, "traces_flat")
     check_dynamic_range(spikes_flat, "spikes_flat")
     lengths = check_real_array(trace_lengths, "trace_lengths", ndim=1, finite=True)
+    alphas = check_real_array(alphas, "alphas", ndim=(0, 1), finite=True, dtype=np.float64)
+    baselines = check_real_array(baselines, "baselines", ndim=(0, 1), finite=True, dtype=np.float64)
     _check_settings(kernel_length, max_iters, tol, smooth_lambda)
     if lengths.size and (np.any(lengths < 0) or np.any(lengths != np.floor(lengths))):
         raise ValueError("invalid input: trace_lengths must be non-negative integers")

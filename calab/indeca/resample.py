@@ -101,6 +101,8 @@ def upsample_factor_ok(factor: Any) -> int:
     """Validate an integer upsampling factor ``>= 1`` (the reference's message)."""
     from calab.kernel import format_number
 
+    if isinstance(factor, (bool, np.bool_)):  # as every count in calab (True is not 1)
+        raise TypeError(f"invalid parameter: upsample_factor must be an integer >= 1, got bool {factor!r}")
     try:
         value = float(factor)
     except (TypeError, ValueError):

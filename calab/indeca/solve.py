@@ -9,7 +9,11 @@ done flag) lives in arrays and finished cells are dropped from later rounds.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,17 +30,26 @@ from calab.indeca.resample import (
 from calab.indeca.results import SolveTraceResult, SolveTracesResult
 from calab.indeca.threshold import interior_bounds, search_thresholds
 from calab._validate import (
+    FlatTraceWarning,
     check_bool,
     check_iterations,
     check_kernel_parameters,
+    check_memory,
     check_real_array,
     check_reference_range,
     check_rows,
+    check_upsampling,
+    describe_indices,
+    normalise_rows,
 )
 
-__all__ = ["solve_trace", "solve_traces", "MAX_SCALE_ROUNDS", "SCALE_RTOL"]
+__all__ = ["solve_trace", "solve_traces", "estimate_memory", "MAX_SCALE_ROUNDS", "SCALE_RTOL"]
 
 MAX_SCALE_ROUNDS = 10
+#: Whether solve_traces warns about flat traces (run_cadecon names the cells itself), and
+#: the stack level that points at the user's call.
+_WARN_FLAT: contextvars.ContextVar[bool] = contextvars.ContextVar("calab_warn_flat", default=True)
+_WARN_STACKLEVEL: contextvars.ContextVar[int] = contextvars.ContextVar("calab_warn_stacklevel", default=2)
 SCALE_RTOL = 0.05
 #: working-set budget of one row block (bytes), before the free-memory cap
 BLOCK_BUDGET = 1 << 30
@@ -44,12 +57,57 @@ BLOCK_BUDGET = 1 << 30
 BYTES_PER_SAMPLE = 96
 
 
+def estimate_memory(n_samples: float, longest: float, factor: int, workers: int = 1) -> dict[str, float]:
+    """Estimated peak bytes of :func:`solve_traces`, by part (for :func:`calab._validate.check_memory`).
+
+    Parameters
+    ----------
+    n_samples : float
+        Samples over all traces, at the original rate.
+    longest : float
+        Samples of the longest trace (one row is the smallest block).
+    factor : int
+        Upsampling factor.
+    workers : int
+        Blocks solved at the same time (worker threads on the CPU).
+
+    Returns
+    -------
+    dict of str to float
+        ``BYTES_PER_SAMPLE`` per upsampled sample of the blocks in flight (each at most
+        ``BLOCK_BUDGET`` bytes unless one row is larger; measured 70-96 bytes per sample
+        with tracemalloc), and the float64 inputs and float32 outputs.
+    """
+    if n_samples <= 0:
+        return {}
+    block = max(float(longest) * factor, BLOCK_BUDGET / BYTES_PER_SAMPLE)
+    working = BYTES_PER_SAMPLE * min(float(n_samples) * factor, max(1, workers) * block)
+    return {"upsampled working arrays": working, "traces and results": 24.0 * float(n_samples)}
+
+
 def _check_scalars(tau_rise, tau_decay, fs, upsample_factor, max_iters, tol, lambda_) -> tuple:
     fs, tau_rise, tau_decay, lambda_ = check_kernel_parameters(fs, tau_rise, tau_decay, lambda_)
     factor = upsample_factor_ok(upsample_factor)
+    check_upsampling(fs, factor)
     iters = check_iterations(max_iters, "max_iters")
     tol_value = check_reference_range(tol, "tol", "finite and >= 0", accept=lambda v: math.isfinite(v) and v >= 0)
     return float(tau_rise), float(tau_decay), float(fs), factor, iters, tol_value, float(lambda_)
+
+
+@contextlib.contextmanager
+def flat_trace_warnings(enabled: bool, stacklevel: int = 2) -> Iterator[None]:
+    """Switch :func:`solve_traces`' flat-trace warning for calls in this context.
+
+    ``run_cadecon`` solves windows of the traces and names flat cells itself; a
+    :class:`FlatTraceWarning` naming window rows would only confuse.
+    """
+    enabled_token = _WARN_FLAT.set(enabled)
+    level_token = _WARN_STACKLEVEL.set(stacklevel)
+    try:
+        yield
+    finally:
+        _WARN_STACKLEVEL.reset(level_token)
+        _WARN_FLAT.reset(enabled_token)
 
 
 def _host(array: Any) -> Any:
@@ -247,10 +305,27 @@ def solve_traces(
     Raises
     ------
     ValueError
-        Invalid parameters, NaN/inf in a trace, an empty trace, or a dense input that is
-        not 1-D/2-D.
+        Invalid parameters, an upsampled rate above 10 kHz, NaN/inf in a trace, an empty
+        trace, values too large for the float32 solver, or a dense input that is not 1-D/2-D.
     TypeError
         Non-numeric input.
+    calab._validate.MemoryLimitError
+        (a ``MemoryError`` and a ``ValueError``) The estimated memory (:func:`estimate_memory`)
+        exceeds the allowance (``CALAB_MEMORY_LIMIT``, default 8 GiB).
+
+    Warns
+    -----
+    calab._validate.FlatTraceWarning
+        Traces with no variation at float32 precision (constant); they get zero counts.
+
+    Notes
+    -----
+    Each trace's median is subtracted in float64 before the float32 solve (every output
+    is invariant to it), and a trace whose largest deviation is below ``2**-16`` is
+    multiplied by a power of two first (exact); ``alpha``, ``baseline`` and
+    ``filtered_trace`` are divided by it again, so tiny-valued traces (1e-30, 1e-300) give
+    the events of the same trace at unit scale.  An empty dense batch ``(0, T)`` returns
+    ``(0, T)`` arrays.
     """
     from calab.backends import resolve_backend
 
@@ -265,6 +340,28 @@ def solve_traces(
     )
     factor = params["factor"]
     rows, ragged = check_rows(traces, "traces", sum_length=lambda length: length * factor)
+    width = 0 if ragged or len(np.shape(traces)) != 2 else int(np.shape(traces)[1])
+    chosen = resolve_backend(backend, traces if not ragged else None)
+    n_cells = len(rows)
+    lengths = np.array([r.size for r in rows], dtype=np.int64)
+    if n_cells:
+        workers = max(1, int(getattr(chosen, "workers", 1))) if chosen.host_arrays else 1
+        check_memory(
+            estimate_memory(float(lengths.sum()), float(lengths.max()), factor, workers),
+            f"solve_traces on {n_cells} trace{'s' if n_cells != 1 else ''} of up to {int(lengths.max())} "
+            f"samples with upsample_factor={factor}",
+            advice="a smaller upsample_factor, or fewer or shorter traces per call",
+        )
+    # Offset removed and tiny rows rescaled in float64 (exact), flat rows zeroed: the
+    # float32 pipeline then never sees a level it cannot resolve (see normalise_rows).
+    rows, scales, flat = normalise_rows(rows)
+    if flat and _WARN_FLAT.get():
+        names = describe_indices(flat)
+        warnings.warn(
+            f"trace{'s' if len(flat) > 1 else ''} {names} ha{'s' if len(flat) == 1 else 've'} no variation (constant at float32 "
+            "precision): no activity is found in a flat trace, so its counts, alpha and baseline are 0",
+            FlatTraceWarning, stacklevel=_WARN_STACKLEVEL.get(),
+        )
     warm_rows: list[np.ndarray | None] = [None] * len(rows)
     if warm_counts is not None:
         if isinstance(warm_counts, (list, tuple)):
@@ -290,8 +387,6 @@ def solve_traces(
             # the reference silently ignores a warm start of the wrong length
             if counts.size == rows[i].size and np.all(np.isfinite(counts)):
                 warm_rows[i] = counts
-    chosen = resolve_backend(backend, traces if not ragged else None)
-    n_cells = len(rows)
     out = {
         "alpha": np.zeros(n_cells),
         "baseline": np.zeros(n_cells),
@@ -302,7 +397,6 @@ def solve_traces(
     }
     counts_out: list[np.ndarray | None] = [None] * n_cells
     filtered_out: list[np.ndarray | None] = [None] * n_cells
-    lengths = np.array([r.size for r in rows], dtype=np.int64)
     jobs = []
     for length in np.unique(lengths):
         members = np.flatnonzero(lengths == length)
@@ -328,11 +422,17 @@ def solve_traces(
         for j, i in enumerate(members):
             counts_out[i] = block["s_counts"][j]
             filtered_out[i] = block["filtered_trace"][j]
+    rescaled = np.flatnonzero(scales != 1.0)
+    if rescaled.size:  # amplitudes back in the caller's units (exact: powers of two)
+        out["alpha"][rescaled] /= scales[rescaled]
+        out["baseline"][rescaled] /= scales[rescaled]
+        for i in rescaled:
+            filtered_out[i] = (filtered_out[i].astype(np.float64) / scales[i]).astype(np.float32)
     if ragged:
         s_counts, filtered = counts_out, filtered_out
     else:
-        s_counts = np.stack(counts_out) if n_cells else np.zeros((0, 0), np.float32)
-        filtered = np.stack(filtered_out) if n_cells else np.zeros((0, 0), np.float32)
+        s_counts = np.stack(counts_out) if n_cells else np.zeros((0, width), np.float32)
+        filtered = np.stack(filtered_out) if n_cells else np.zeros((0, width), np.float32)
     return SolveTracesResult(s_counts, out["alpha"], out["baseline"], out["threshold"], out["pve"], out["iterations"], out["converged"], filtered)
 
 
@@ -390,7 +490,15 @@ def solve_trace(
     ------
     ValueError
         ``0 < tau_rise < tau_decay``, ``fs > 0``, ``upsample_factor >= 1``, ``lambda_ >= 0``,
-        ``tol >= 0`` violated; NaN/inf in the trace; a trace that is not 1-D.
+        ``tol >= 0`` violated; ``fs * upsample_factor`` above 10 kHz; NaN/inf in the trace; a
+        trace that is not 1-D.
+    calab._validate.MemoryLimitError
+        The estimated memory exceeds the allowance (see :func:`solve_traces`).
+
+    Warns
+    -----
+    calab._validate.FlatTraceWarning
+        A constant trace (its counts are all zero).
     """
     values = check_real_array(_host(trace), "trace", ndim=None, finite=True, dtype=np.float64)
     if values.ndim != 1:
@@ -402,10 +510,11 @@ def solve_trace(
     if warm_counts is not None:
         warm_values = np.asarray(warm_counts, dtype=np.float64).ravel()
         warm = [warm_values]
-    result = solve_traces(
-        [values], tau_rise, tau_decay, fs,
-        upsample_factor=upsample_factor, max_iters=max_iters, tol=tol, hp_enabled=hp_enabled,
-        lp_enabled=lp_enabled, warm_counts=warm, lambda_=lambda_, noise_constrained=noise_constrained,
-        backend=backend,
-    )
+    with flat_trace_warnings(_WARN_FLAT.get(), stacklevel=_WARN_STACKLEVEL.get() + 1):
+        result = solve_traces(
+            [values], tau_rise, tau_decay, fs,
+            upsample_factor=upsample_factor, max_iters=max_iters, tol=tol, hp_enabled=hp_enabled,
+            lp_enabled=lp_enabled, warm_counts=warm, lambda_=lambda_, noise_constrained=noise_constrained,
+            backend=backend,
+        )
     return result.cell(0)
