@@ -117,8 +117,10 @@ def cadecon_dataset(
     began = time.perf_counter()
     output = Path(output)
     sample_cells = check_integer(sample_cells, "sample_cells", minimum=1)
-    # as deconvolve_dataset: 0 must not fall through to "choose for me", 2.5 is not truncated
-    chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=1, allow_none=True)
+    # 0 must not fall through to "choose for me", and 2.5 is not truncated
+    chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=None, allow_none=True)
+    if chunk_cells is not None and chunk_cells < 1:
+        raise ValueError(f"chunk_cells must be a positive number of cells, got {chunk_cells!r}")
     if config is not None and not isinstance(config, DeconConfig):
         raise TypeError(f"config must be a calab.DeconConfig, got {type(config).__name__}")
     merged = DeconConfig(**{**(config.model_dump() if config is not None else {}), **overrides})

@@ -426,7 +426,10 @@ def deconvolve_dataset(
     fs, tau_r, tau_d, lam_cells, max_iters = check_solve_settings(
         fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, n_cells, shape=tuple(data.shape)
     )
-    chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=1, allow_none=True)  # 2.5 is not truncated
+    # 0 must not fall through to "choose for me", and 2.5 is not truncated
+    chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=None, allow_none=True)
+    if chunk_cells is not None and chunk_cells < 1:
+        raise ValueError(f"chunk_cells must be a positive number of cells, got {chunk_cells!r}")
     settings = _settings(fs, tau_r, tau_d, lam_cells, lam, max_iters, conv_mode, constraint, bandpass,
                          save_reconvolution)
     return stream_dataset(data, output, settings, lam_cells, chunk_cells=chunk_cells, backend=backend,
