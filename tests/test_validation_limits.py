@@ -279,7 +279,7 @@ def test_solve_traces_on_an_empty_batch_keeps_the_shape_and_dtypes():
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ({"tau_rise_s": float("nan")}, r"tau_rise must be a finite number, got NaN"),
+    ({"tau_rise_s": -0.05}, r"tau_rise must be > 0 s, got -0.05"),  # (NaN never gets past the server's JSON parser)
     ({"lambda": -0.5}, r"lambda_ must be >= 0, got -0.5"),
     ({"tau_rise_s": 0.8}, r"tau_rise \(0.8 s\) must be smaller than tau_decay \(0.5 s\)"),
     ({"sampling_rate_hz": "abc"}, r"fs must be a number, got str 'abc'"),
@@ -302,6 +302,8 @@ def test_tune_checks_what_the_page_exported_before_returning_it(monkeypatch, cha
 def test_catune_export_check_keeps_missing_keys_as_none():
     params = {"tau_rise": 0.05, "tau_decay": None, "lambda_": None, "fs": 30.0, "filter_enabled": False}
     assert _validate.check_catune_export(params) is params
+    with pytest.raises(ValueError, match=r"unusable parameters \(tau_decay must be a finite number, got NaN"):
+        _validate.check_catune_export({**params, "tau_decay": float("nan")})
 
 
 @pytest.mark.parametrize(("value", "error"), [(2.5, TypeError), (0, ValueError), (True, TypeError), ("8", TypeError)])
