@@ -34,8 +34,8 @@ __all__ = [
     "parse_json",
 ]
 
-#: JSON bodies nested deeper than this (arrays and objects) are refused; calab's own
-#: pages and the hosted apps never nest deeper than 4
+#: JSON bodies nested deeper than this (arrays and objects) are refused; the documents of
+#: calab's pages and of the hosted apps nest a few levels at most
 MAX_JSON_DEPTH = 64
 #: at most this many cells per CaTune solve or spectrum request (the page shows up to 20)
 MAX_CELLS_PER_REQUEST = 64
