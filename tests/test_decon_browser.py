@@ -72,6 +72,9 @@ def test_manual_start_pause_resume_stop_export(page, monkeypatch):
     assert page.locator("#k-box").input_value() == "2" and page.locator("#seed-box").input_value() == "3"
     page.wait_for_function("() => document.querySelector('#coverage-readout').textContent.includes('% total')")
     # A long run (tolerance far below what the kernel reaches) so that it can be stopped by hand.
+    # The bispectral start is not refined unless asked ("Auto"); this run asks for refinement.
+    assert page.locator("#refine").input_value() == "auto"
+    page.locator("#refine").select_option("always")
     page.locator("#max-iter").fill("30")
     page.locator("#tol").fill("0.001")
     page.locator("#patience").fill("10")
@@ -116,6 +119,7 @@ def test_manual_start_pause_resume_stop_export(page, monkeypatch):
     assert result.activity.shape == traces.shape and np.isfinite(result.alphas).all()
     assert meta["tau_decay"] > meta["tau_rise"] > 0
     assert meta["config"]["max_iterations"] == 30 and meta["config"]["patience"] == 10
+    assert meta["config"]["refine"] is True and meta["initialization"]["refined"] is True
     assert page.problems == []
 
 

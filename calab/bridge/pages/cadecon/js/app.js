@@ -79,6 +79,7 @@ function applyConfig(config) {
   $("aspect-out").textContent = Number(c.aspect_ratio).toFixed(1);
   $("seed-box").value = c.seed;
   $("upsample").value = c.upsample_target;
+  $("refine").value = c.refine === true ? "always" : c.refine === false ? "never" : "auto";
   $("max-iter").value = c.max_iterations;
   $("tol").value = c.convergence_tol;
   $("patience").value = c.patience;
@@ -98,6 +99,8 @@ function readConfig() {
   config.hp_filter_enabled = $("hp").checked;
   config.lp_filter_enabled = $("lp").checked;
   config.noise_constrained = $("noise").checked;
+  // null: decided by the starting kernel actually used (none after a bispectral one)
+  config.refine = { auto: null, always: true, never: false }[$("refine").value];
   return config;
 }
 
@@ -157,7 +160,7 @@ function overlapping(rects) {
 }
 
 function setControlsEnabled(enabled) {
-  for (const el of document.querySelectorAll("#subset-panel input, #subset-panel button, #algo-panel input")) {
+  for (const el of document.querySelectorAll("#subset-panel input, #subset-panel button, #algo-panel input, #algo-panel select")) {
     el.disabled = !enabled;
   }
 }
