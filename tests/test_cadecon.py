@@ -39,6 +39,7 @@ def result(population):
     return res, events
 
 
+@pytest.mark.slow
 def test_result_contract(population, result):
     traces, sim = population
     res, _ = result
@@ -67,6 +68,7 @@ def test_result_contract(population, result):
     assert len(first["subsets"]) == 4
 
 
+@pytest.mark.slow
 def test_learned_kernel_is_near_the_truth(result):
     """Small population (24 cells x 1 min): a loose 25% band; tools/eval_cadecon.py does the 10% check at size."""
     meta = result[0].metadata
@@ -74,6 +76,7 @@ def test_learned_kernel_is_near_the_truth(result):
     assert tau_to_shape(meta["tau_rise"], meta["tau_decay"])[0] == pytest.approx(tau_to_shape(0.1, 0.6)[0], rel=0.25)
 
 
+@pytest.mark.slow
 def test_inferred_activity_tracks_true_spikes(population, result):
     _, sim = population
     spikes = np.stack([c.spikes for c in sim.ground_truth]).astype(float)
@@ -83,6 +86,7 @@ def test_inferred_activity_tracks_true_spikes(population, result):
     assert np.median(corr) > 0.6
 
 
+@pytest.mark.slow
 def test_progress_events_in_phase_order(result):
     events = result[1]
     phases = [e.phase for e in events]
@@ -97,6 +101,7 @@ def test_progress_events_in_phase_order(result):
     assert merged[0].history[0]["iteration"] == 1 and len(merged[0].subsets) == 4
 
 
+@pytest.mark.slow
 def test_deterministic_per_seed(population):
     small = population[0][:12, :900]
     settings = {**FAST, "max_iterations": 2, "num_subsets": 3}
@@ -146,6 +151,7 @@ def test_no_activity_warns_and_returns():
     assert not flat.activity.any() and flat.metadata["tau_decay"] is None
 
 
+@pytest.mark.slow
 def test_stop_without_finalization_returns_subset_stage(population):
     traces, _ = population
     control = CaDeconControl()
@@ -164,6 +170,7 @@ def test_stop_without_finalization_returns_subset_stage(population):
     assert np.isnan(res.alphas[missing]).all() and not res.activity[missing].any()
 
 
+@pytest.mark.slow
 def test_stop_with_finalization_and_pause_resume(population):
     traces, _ = population
     control = CaDeconControl()
@@ -184,6 +191,7 @@ def test_stop_with_finalization_and_pause_resume(population):
     assert res.activity.shape == traces.shape and np.isfinite(res.alphas).all()
 
 
+@pytest.mark.slow
 def test_ragged_sessions_share_one_kernel(population):
     traces, _ = population
     sessions = [traces[i, : 1200 - 150 * (i % 3)] for i in range(12)]

@@ -41,6 +41,7 @@ def gcamp6f_population():
     return np.asarray(sim.traces, dtype=np.float64)
 
 
+@pytest.mark.slow
 def test_recovers_a_poisson_population_built_without_calab():
     traces = poisson_population(0.05, 0.4, 30.0)
     found = bispectral_taus(traces, 30.0)
@@ -49,6 +50,7 @@ def test_recovers_a_poisson_population_built_without_calab():
     assert peak_time(found.tau_rise, found.tau_decay) == pytest.approx(peak_time(0.05, 0.4), rel=0.1)
 
 
+@pytest.mark.slow
 def test_recovers_a_simulated_bursty_population(gcamp6f_population):
     found = bispectral_taus(gcamp6f_population, 30.0)
     assert found.tau_decay == pytest.approx(0.6, rel=0.1)
@@ -56,6 +58,7 @@ def test_recovers_a_simulated_bursty_population(gcamp6f_population):
     assert found.n_cells_used == 40 and found.decimation == 1 and found.segment_frames == 1024
 
 
+@pytest.mark.slow
 def test_the_rise_comes_from_the_phase_not_the_spectrum():
     """Two populations with the same decay and different rises are told apart."""
     fast = bispectral_taus(poisson_population(0.02, 0.4, 30.0, seed=1), 30.0)
@@ -64,16 +67,19 @@ def test_the_rise_comes_from_the_phase_not_the_spectrum():
     assert slow.tau_rise == pytest.approx(0.12, rel=0.2)
 
 
+@pytest.mark.slow
 def test_time_reversed_traces_carry_no_causal_kernel(gcamp6f_population):
     """Reversal conjugates the bispectrum: no causal kernel explains it, so no estimate."""
     found = bispectral_taus(gcamp6f_population[:, ::-1], 30.0)
     assert math.isnan(found.tau_rise) and found.reason
 
 
+@pytest.mark.slow
 def test_the_estimate_is_deterministic(gcamp6f_population):
     assert bispectral_taus(gcamp6f_population, 30.0) == bispectral_taus(gcamp6f_population, 30.0)
 
 
+@pytest.mark.slow
 def test_per_cell_offset_and_scale_do_not_matter(gcamp6f_population):
     rng = np.random.default_rng(0)
     scaled = gcamp6f_population * rng.uniform(0.1, 10, (40, 1)) + rng.uniform(-100, 100, (40, 1))
@@ -81,6 +87,7 @@ def test_per_cell_offset_and_scale_do_not_matter(gcamp6f_population):
     assert b.tau_rise == pytest.approx(a.tau_rise, rel=1e-3) and b.tau_decay == pytest.approx(a.tau_decay, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_ragged_recordings_are_segmented_separately(gcamp6f_population):
     dense = bispectral_taus(gcamp6f_population, 30.0)
     ragged = bispectral_taus([row for row in gcamp6f_population], 30.0)
@@ -89,6 +96,7 @@ def test_ragged_recordings_are_segmented_separately(gcamp6f_population):
     assert shorter.reason == "" and shorter.tau_decay == pytest.approx(0.6, rel=0.2)
 
 
+@pytest.mark.slow
 def test_high_frame_rates_are_averaged_down_first():
     traces = poisson_population(0.03, 0.3, 90.0, cells=30, seconds=150.0, noise=0.3, seed=2)
     found = bispectral_taus(traces, 90.0)
@@ -101,6 +109,7 @@ def test_high_frame_rates_are_averaged_down_first():
     lambda rng: rng.standard_normal((40, 3600)) + 5.0,
     lambda rng: np.cumsum(0.1 * rng.standard_normal((40, 3600)), axis=1) + rng.standard_normal((40, 3600)),
 ], ids=["white noise", "noise and random-walk drift"])
+@pytest.mark.slow
 def test_gaussian_data_give_no_estimate(make):
     found = bispectral_taus(make(np.random.default_rng(4)), 30.0)
     assert math.isnan(found.tau_rise) and math.isnan(found.tau_decay)
@@ -113,6 +122,7 @@ def test_too_little_data_gives_no_estimate():
     assert found.as_dict()["tau_rise"] is None  # JSON-ready for the result's metadata
 
 
+@pytest.mark.slow
 def test_numpy_and_jax_agree(gcamp6f_population):
     pytest.importorskip("jax")
     from calab.backends import get_backend
@@ -123,6 +133,7 @@ def test_numpy_and_jax_agree(gcamp6f_population):
 
 
 # ---------------------------------------------------------------- the default CaDecon path
+@pytest.mark.slow
 def test_run_cadecon_default_uses_the_bispectral_kernel_without_refinement(gcamp6f_population):
     result = run_cadecon(gcamp6f_population, 30.0, progress=False, backend="numpy")
     meta = result.metadata
@@ -137,6 +148,7 @@ def test_run_cadecon_default_uses_the_bispectral_kernel_without_refinement(gcamp
     assert result.activity.shape == gcamp6f_population.shape and result.activity.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_refine_runs_the_loop_from_the_bispectral_start(gcamp6f_population):
     result = run_cadecon(gcamp6f_population, 30.0, progress=False, backend="numpy", refine=True,
                          max_iterations=2, num_subsets=4)
@@ -147,6 +159,7 @@ def test_refine_runs_the_loop_from_the_bispectral_start(gcamp6f_population):
         meta["initialization"]["bispectrum"]["tau_rise"], meta["initialization"]["bispectrum"]["tau_decay"])
 
 
+@pytest.mark.slow
 def test_no_third_order_signal_falls_back_to_the_refined_autocovariance_start():
     rng = np.random.default_rng(5)
     traces = poisson_population(0.05, 0.5, 30.0, cells=12, seconds=120.0, noise=0.3, seed=5)
@@ -160,11 +173,13 @@ def test_no_third_order_signal_falls_back_to_the_refined_autocovariance_start():
     assert meta["num_iterations"] >= 1
 
 
+@pytest.mark.slow
 def test_the_jackknife_spread_is_small_when_the_rise_is_resolved(gcamp6f_population):
     found = bispectral_taus(gcamp6f_population, 30.0)
     assert 0 < found.peak_time_se < 0.05
 
 
+@pytest.mark.slow
 def test_an_unresolvable_rise_is_flagged_and_warned_about():
     """A 2 ms rise at 30 Hz (a sixteenth of a frame): no data here can measure it."""
     traces = poisson_population(0.002, 0.4, 30.0, cells=20, seconds=120.0, seed=0)

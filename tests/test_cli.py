@@ -283,6 +283,7 @@ def test_doctor_reports_backends():
     assert report["optional"]["h5py"]["version"]
 
 
+@pytest.mark.slow
 def test_demo_reports_accuracy_against_ground_truth():
     result = run("demo", "--cells", "6", "--frames", "1800", "--seed", "3", "--backend", "numpy")
     assert result.returncode == 0, result.stderr

@@ -499,6 +499,7 @@ def _cadecon_truth(traces: np.ndarray, parameters: dict):
     return solve(traces.astype(np.float64), parameters["tau_r"], parameters["tau_d"], FS, settings, None, "numpy")
 
 
+@pytest.mark.slow
 def test_cadecon_dataset_learns_on_a_sample_and_streams_every_cell(tmp_path, cadecon_population):
     from calab.datasets import cadecon_dataset
     from calab.datasets._cadecon import sample_rows
@@ -526,6 +527,7 @@ def test_cadecon_dataset_learns_on_a_sample_and_streams_every_cell(tmp_path, cad
     assert group["activity"][...].sum() > 0
 
 
+@pytest.mark.slow
 def test_cadecon_dataset_resume_keeps_the_learned_kernel(tmp_path, cadecon_population, monkeypatch):
     from calab.datasets import cadecon_dataset
 
@@ -572,6 +574,7 @@ def test_cadecon_dataset_errors(tmp_path, cadecon_population):
         cadecon_dataset(tmp_path / "ok.npy", tmp_path / "out.zarr", progress=False)
 
 
+@pytest.mark.slow
 def test_cli_cadecon_native_out(tmp_path, cadecon_population, capsys):
     from calab.cli import main
 

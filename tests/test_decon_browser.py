@@ -61,6 +61,7 @@ def server_state(page):
     }""")
 
 
+@pytest.mark.slow
 def test_manual_start_pause_resume_stop_export(page, monkeypatch):
     traces = small_recording()
     url, thread, holder = decon_in_thread(monkeypatch, traces, timeout=240, seed=3, num_subsets=2,
@@ -123,6 +124,7 @@ def test_manual_start_pause_resume_stop_export(page, monkeypatch):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_heartbeat_loss_ends_decon_with_none(page, monkeypatch, capsys):
     monkeypatch.setattr(apps, "HEARTBEAT_TIMEOUT", 3.5)
     before = {t.ident for t in threading.enumerate()}

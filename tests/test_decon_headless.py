@@ -31,6 +31,7 @@ def small_recording() -> np.ndarray:
 
 
 @needs_proc
+@pytest.mark.slow
 def test_autorun_headless_returns_run_cadecons_result(capsys):
     traces = small_recording()
     expected = calab.run_cadecon(traces, FS, progress=False, **SETTINGS)
@@ -75,6 +76,7 @@ def test_a_page_that_fails_leaves_no_process_behind(monkeypatch):
     assert _wait_gone(_descendants() - baseline) == set()
 
 
+@pytest.mark.slow
 def test_one_headless_browser_serves_several_decon_calls():
     """Batch use (as documented): one HeadlessBrowser, datasets of different shapes."""
     quick = dict(SETTINGS, max_iterations=1)

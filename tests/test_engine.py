@@ -171,6 +171,7 @@ def test_free_form_kernel_solution_is_optimal(backend, constraint):
     np.testing.assert_allclose(result.reconvolution, result.activity.astype(np.float64) @ A.T, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_long_kernel_takes_the_residual_form_without_an_m_by_m_matrix(backend, monkeypatch):
     """A kernel longer than ``gram_max_edge`` taps never builds its Gram boundary matrix.
 

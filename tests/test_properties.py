@@ -721,6 +721,11 @@ def _available(name: str) -> bool:
 OPTIONAL_MODULES = {"calab.datasets:deconvolve_dataset": ("zarr",)}
 
 
+#: Entry points whose examples take minutes on two cores: every JAX example may compile a
+#: new shape, and these run whole fits or loops per example.  They run with ``-m slow``.
+SLOW_ENTRY_POINTS = {"run_cadecon", "fit_biexponential", "fit_biexponentials"}
+
+
 def _cases() -> list:
     cases = []
     for entry in ENTRY_POINTS:
@@ -736,6 +741,8 @@ def _cases() -> list:
             if name == "cupy":
                 marks.append(pytest.mark.gpu)
             label = entry.name.rpartition(":")[2]
+            if name == "jax" or label in SLOW_ENTRY_POINTS:
+                marks.append(pytest.mark.slow)
             cases.append(pytest.param(entry, name, id=f"{label}-{name or 'host'}", marks=marks))
     return cases
 
