@@ -26,6 +26,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "run_deconvolution": "calab.deconvolution",
     "run_deconvolution_full": "calab.deconvolution",
     "DeconvolutionResult": "calab.deconvolution",
+    "noise_sd": "calab.noise",
+    "SuspiciousInputWarning": "calab._validate",
     # backend dispatch
     "use_backend": "calab.backends",
     "available_backends": "calab.backends",

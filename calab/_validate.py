@@ -54,6 +54,8 @@ __all__ = [
     "MemoryLimitError",
     "FlatTraceWarning",
     "MAX_UPSAMPLED_RATE_HZ",
+    "SuspiciousInputWarning",
+    "TRANSPOSED_RATIO",
     "check_bool",
     "check_catune_export",
     "check_choice",
@@ -83,8 +85,13 @@ __all__ = [
     "format_bytes",
     "format_number",
     "memory_limit",
+    "millisecond_taus_message",
     "parse_bytes",
     "to_json_value",
+    "transposed_message",
+    "unknown_names_message",
+    "warn_if_milliseconds",
+    "warn_if_transposed",
 ]
 
 #: Largest finite float32: the solvers' working precision.
@@ -1245,3 +1252,112 @@ def check_memory(
         f"or, if the machine has that much memory, "
         f"{raise_hint}the environment variable {MEMORY_LIMIT_ENV}={size}."
     )
+
+
+# --------------------------------------------------------------------------- likely mistakes
+# Input that is valid but probably not what the caller meant.  These warn (the call still
+# runs: a recording of 300 frames from 2000 cells exists) with the fix in the message;
+# the command line, which has no published behaviour to keep, refuses them instead.
+class SuspiciousInputWarning(UserWarning):
+    """Input that is probably a mistake (a transposed array, time constants in milliseconds).
+
+    The call goes on with the input as given; the message says how to fix it.  Silence a
+    case you have checked with ``warnings.filterwarnings("ignore",
+    category=calab.SuspiciousInputWarning)``.
+    """
+
+
+#: An array with more than this many times as many rows as columns looks transposed:
+#: recordings have thousands of frames and rarely more cells than frames.
+TRANSPOSED_RATIO = 4
+#: A rise time constant of a second or more is not a calcium indicator's (they rise in
+#: 2-200 ms): such values were almost certainly given in milliseconds.
+MILLISECOND_RISE_S = 1.0
+#: Likewise a decay time constant of 20 s or more (indicators decay in 0.05-5 s).
+MILLISECOND_DECAY_S = 20.0
+
+
+def transposed_message(shape: tuple[int, ...], what: str = "traces", fix: str | None = None) -> str | None:
+    """Why a ``(n_cells, n_timepoints)`` array of ``shape`` looks transposed, or None.
+
+    It does when it has more than :data:`TRANSPOSED_RATIO` times as many rows (cells) as
+    columns (frames), e.g. a ``(3000, 20)`` array that is really 20 cells of 3000 frames.
+    ``fix`` says what to do instead (default: pass ``what.T``).
+    """
+    if len(shape) != 2:
+        return None
+    n_cells, n_timepoints = (int(v) for v in shape)
+    if n_timepoints == 0 or n_cells <= TRANSPOSED_RATIO * n_timepoints:
+        return None
+    return (
+        f"{what} has shape ({n_cells}, {n_timepoints}): {n_cells} cells of only {n_timepoints} "
+        f"frames each. calab expects (n_cells, n_timepoints); if this is {n_timepoints} cells "
+        f"of {n_cells} frames, {fix or f'pass {what}.T'}"
+    )
+
+
+def warn_if_transposed(shape: tuple[int, ...], what: str = "traces", fix: str | None = None, *,
+                       stacklevel: int = 3) -> None:
+    """Warn (:class:`SuspiciousInputWarning`) when :func:`transposed_message` finds a problem."""
+    import warnings
+
+    message = transposed_message(tuple(shape), what, fix)
+    if message is not None:
+        warnings.warn(message, SuspiciousInputWarning, stacklevel=stacklevel)
+
+
+def millisecond_taus_message(tau_rise: Any, tau_decay: Any, names: tuple[str, str] = ("tau_rise", "tau_decay")) -> str | None:
+    """Why ``tau_rise``/``tau_decay`` (seconds) look like milliseconds, or None.
+
+    They do when the rise is at least :data:`MILLISECOND_RISE_S` or the decay at least
+    :data:`MILLISECOND_DECAY_S`.  Values that are not positive finite numbers are left to
+    the checks that reject them.
+    """
+    values = []
+    for value in (tau_rise, tau_decay):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        if not (math.isfinite(number) and number > 0):
+            return None
+        values.append(number)
+    rise, decay = values
+    if rise < MILLISECOND_RISE_S and decay < MILLISECOND_DECAY_S:
+        return None
+    return (
+        f"{names[0]}={format_number(rise)} and {names[1]}={format_number(decay)} look like milliseconds: "
+        f"calab's time constants are in seconds (calcium indicators rise in 0.002-0.2 s and decay in "
+        f"0.05-5 s). Did you mean {names[0]}={format_number(rise / 1000)}, {names[1]}={format_number(decay / 1000)}?"
+    )
+
+
+def warn_if_milliseconds(tau_rise: Any, tau_decay: Any, names: tuple[str, str] = ("tau_rise", "tau_decay"),
+                         *, stacklevel: int = 3) -> None:
+    """Warn (:class:`SuspiciousInputWarning`) when :func:`millisecond_taus_message` finds a problem."""
+    import warnings
+
+    message = millisecond_taus_message(tau_rise, tau_decay, names)
+    if message is not None:
+        warnings.warn(message, SuspiciousInputWarning, stacklevel=stacklevel)
+
+
+def unknown_names_message(given: Iterable[str], valid: Iterable[str], what: str = "setting") -> str | None:
+    """A message naming each unknown name in ``given`` with the closest valid one, or None.
+
+    ``unknown_names_message(["max_iteration"], fields)`` gives ``"unknown setting
+    'max_iteration': did you mean 'max_iterations'?"``; a name with no close match lists
+    the valid names instead.
+    """
+    import difflib
+
+    valid = list(valid)
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid {what}s are {', '.join(sorted(valid))}"
+        parts.append(f"unknown {what} {name!r}: {hint}")
+    return "; ".join(parts)

@@ -23,6 +23,8 @@ from calab._validate import (
     check_lambda,
     check_progress,
     check_real_array,
+    warn_if_milliseconds,
+    warn_if_transposed,
 )
 from calab.backends import array_library, is_dask_array, resolve_backend
 from calab.backends.interop import (
@@ -66,6 +68,24 @@ class DeconvolutionResult(NamedTuple):
     reconvolution: np.ndarray
     iterations: int | np.ndarray
     converged: bool | np.ndarray
+
+    def plot(self, traces: Any, fs: float, **options: Any) -> Any:
+        """Figure of a few cells: the trace with the fit (``reconvolution``) and the activity.
+
+        ``traces`` are the traces that were deconvolved and ``fs`` their sampling rate.
+        Options (``cells``, ``count``, ``window``, ``path``, ...) are those of
+        :func:`calab.plot.plot_deconvolution`.  Needs matplotlib (``pip install
+        "calab[plot]"``).  Returns a matplotlib Figure.
+        """
+        from calab.plot import plot_deconvolution
+
+        return plot_deconvolution(traces, self, fs, **options)
+
+    def _repr_html_(self) -> str:
+        # Jupyter's display: a summary table instead of five raw arrays.
+        from calab._display import deconvolution_html
+
+        return deconvolution_html(self)
 
 
 #: Kept for code that caught it by name: ``max_iters`` outside ``[0, 2**32 - 1]``.
@@ -158,6 +178,10 @@ def _deconvolve(
     fs, tau_r, tau_d, lam_cells, max_iters = check_solve_settings(
         fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, n_cells, shape=tuple(traces.shape)
     )
+    # Likely mistakes warn before the work (the caller is run_deconvolution(_full)'s caller).
+    if ndim == 2:
+        warn_if_transposed(batch.shape, stacklevel=4)
+    warn_if_milliseconds(tau_r, tau_d, ("tau_r", "tau_d"), stacklevel=4)
     kernel = build_kernel(tau_r, tau_d, fs)
     gain = dc_gain(kernel)
     if not gain > 0:

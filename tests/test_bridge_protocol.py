@@ -319,7 +319,7 @@ def test_tune_returns_the_documented_dict_from_a_hosted_client(capsys):
     result = run_launch(lambda url: seen.update(hosted_catune_session(url, export)))
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Bridge server running on http://127.0.0.1:")
-    assert out[1].startswith("Opening CaTune: http://127.0.0.1:") and "bridge_secret=" in out[1]
+    assert out[1].startswith("CaTune page: http://127.0.0.1:") and "bridge_secret=" in out[1]
     np.testing.assert_array_equal(seen["traces"], TRACES)
     assert seen["metadata"] == {"sampling_rate_hz": 30.0, "num_cells": 3, "num_timepoints": 200}
     assert catune_params(result.payload, 30.0) == {"tau_rise": 0.05, "tau_decay": 0.5, "lambda_": 0.25,

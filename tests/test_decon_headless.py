@@ -57,7 +57,7 @@ def test_autorun_headless_returns_run_cadecons_result(capsys):
     assert result.metadata["num_iterations"] == expected.metadata["num_iterations"]
     # decon(autorun=True) showed the page's progress on one terminal line (as 0.3.0).
     out = capsys.readouterr().out
-    assert "Opening CaDecon: http://127.0.0.1:" in out and "iter " in out and "τd=" in out
+    assert "CaDecon page: http://127.0.0.1:" in out and "iter " in out and "τd=" in out
     # The temporary browser is gone: no driver, no Chromium.
     assert len(seen[0]) >= 2
     assert _wait_gone(seen[0]) == set()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from calab._validate import check_catune_export
+from calab._validate import check_catune_export, warn_if_transposed
 from calab.bridge.handshake import BridgeVersionWarning
 from calab.bridge.headless import HeadlessBrowser
 from calab.bridge.registry import PAGES_PREFIX, AppSpec, resolve_app
@@ -80,6 +80,7 @@ def _check_traces(traces: Any, fs: Any) -> tuple[np.ndarray, float]:
         raise ValueError(f"traces must be 1-D (T,) or 2-D (n_cells, T); got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"traces is empty (shape {array.shape}); pass at least one non-empty trace")
+    warn_if_transposed(array.shape, stacklevel=5)  # _check_traces < launch < tune/decon < caller
     if not np.isfinite(array).all():
         row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(array)))
         raise ValueError(
@@ -144,6 +145,19 @@ def _format_progress(progress: dict) -> str:
     return "  ".join(parts)
 
 
+def _open_in_browser(url: str, port: int) -> None:
+    """Open ``url`` in the user's browser, and say whether that worked."""
+    try:
+        opened = webbrowser.open(url)
+    except Exception:  # noqa: BLE001 - a broken browser setup must not end the session
+        opened = False
+    if opened:
+        print("Opened it in your web browser.")
+    else:
+        print("No web browser could be opened here: open that URL yourself. On a remote machine, forward "
+              f"the port first (ssh -L {port}:127.0.0.1:{port} HOST) and open it on your own computer.")
+
+
 def _wait(session: BridgeSession, timeout: float | None, show_progress: bool) -> bool:
     """Block until results arrive (True) or the session ends otherwise (False)."""
     began = time.monotonic()
@@ -162,6 +176,9 @@ def _wait(session: BridgeSession, timeout: float | None, show_progress: bool) ->
                     sys.stdout.write("\r\x1b[2K" + _format_progress(progress))
                     sys.stdout.flush()
             if timeout is not None and now - began >= timeout:
+                print(("\n" if progress_shown else "") + f"Nothing was exported within {timeout:g} s: returning "
+                      "None. Pass a longer timeout= (or None to wait until Ctrl-C).")
+                progress_shown = False
                 return False
             beat = session.last_heartbeat
             if beat is not None and now - beat > HEARTBEAT_TIMEOUT:
@@ -256,10 +273,11 @@ def launch(
         base = app_url if app_url is not None else page_url(spec, server)
         url = _launch_url(base, server)
         print(f"Bridge server running on {server.origin}")
-        print(f"Opening {spec.display_name}: {url}")
+        print(f"{spec.display_name} page: {url}")
         with _page_opener(headless) as browser:
             if browser is not None:
                 browser.navigate(url)
+                print("Opened it in a headless browser.")
             elif open_browser:
                 from calab.bridge.notebook import display_inline
 
@@ -268,10 +286,15 @@ def launch(
                     if kind == "colab":
                         same_origin = same_origin.replace(f"bridge={server.origin}&", "")
                     display_inline(kind, url, server.port, same_origin)
+                    print("The page is shown below.")
                 else:
-                    webbrowser.open(url)
+                    _open_in_browser(url, server.port)
+            else:
+                print("Open that URL in a web browser on this machine.")
             if on_ready is not None:
                 on_ready(url)
+            limit = f"; giving up after {timeout:g} s" if timeout is not None else ""
+            print(f"Waiting for Export to Python on the page (Ctrl-C cancels{limit})...", flush=True)
             received = _wait(session, timeout, show_progress)
     if not received:
         return None

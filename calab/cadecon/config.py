@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from calab._validate import unknown_names_message
 
 __all__ = ["BRIDGE_FIELDS", "NATIVE_DEFAULTS", "DeconConfig", "ResolvedConfig"]
 
@@ -107,6 +110,17 @@ class DeconConfig(BaseModel):
         if isinstance(value, bool) or type(value).__name__ == "bool_":
             raise ValueError(f"{info.field_name} must be a number, got {value!r}; a boolean is not a count or amount")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_settings(cls, data: Any) -> Any:
+        # A misspelt setting names the closest real one instead of pydantic's bare
+        # "Extra inputs are not permitted".
+        if isinstance(data, dict):
+            message = unknown_names_message([str(key) for key in data], cls.model_fields, "DeconConfig setting")
+            if message is not None:
+                raise PydanticCustomError("unknown_setting", "{message}", {"message": message})
+        return data
 
     @field_validator("tau_decay")
     @classmethod

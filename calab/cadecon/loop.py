@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,8 @@ from calab._validate import (
     describe_indices,
     flat_rows,
     power_of_two_scales,
+    warn_if_milliseconds,
+    warn_if_transposed,
 )
 from calab.cadecon import _blocks
 from calab.cadecon.config import DeconConfig, ResolvedConfig
@@ -559,6 +562,9 @@ def run_cadecon(
     _check_fs_range(fs, settings)
     factor = compute_upsample_factor(fs, settings.upsample_target)
     check_upsampling(fs, factor, f"upsample_target={settings.upsample_target} (a factor of {factor})")
+    if not ragged:
+        warn_if_transposed(rows.shape, stacklevel=3)
+    warn_if_milliseconds(settings.tau_rise, settings.tau_decay, stacklevel=3)
     chosen = resolve_backend(backend, traces if not isinstance(traces, (list, tuple)) else None)
     lengths = np.array([row.shape[-1] for row in rows])
     workers = max(1, int(getattr(chosen, "workers", 1))) if chosen.host_arrays else 1
@@ -572,6 +578,7 @@ def run_cadecon(
         rows = [row * scale for row, scale in zip(rows, scales)] if ragged else rows * scales[:, None]
     report, close = make_reporter(progress, settings.max_iterations)
     run = _Run(rows, ragged, fs, settings, chosen, report, control)
+    started = time.perf_counter()
     if run.n_cells == 1:
         run.warn("run_cadecon got a single cell: the kernel is learned from one trace, which is "
                  "less reliable than from a population; check metadata['history'].")
@@ -590,6 +597,7 @@ def run_cadecon(
                    "and pves are NaN (no result), metadata['cells_with_results'] is empty.")
         result.metadata["warnings"].append(message)
         warnings.warn(message, CaDeconWarning, stacklevel=2)
+    result.metadata["elapsed_s"] = time.perf_counter() - started
     return _unscale(result, scales, ragged)
 
 
@@ -711,6 +719,9 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
     kernel_fast = np.zeros(0, dtype=np.float32)
     if fitted and fast[1] > 0 and fast[2] != 0:
         kernel_fast = biexp_waveform(*fast, fs)
+    refined_converged = bool(tracker is not None and tracker.converged)
+    direct = (not start_info.get("refined", True) and not stopped and final_taus[0] is not None
+              and not start_info.get("fallback"))
     chosen_activity, other = activity, continuous
     if settings.activity == "continuous" and continuous is not None:
         chosen_activity, other = continuous, activity
@@ -721,8 +732,10 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
         "h_free": h_free,
         # Quirk (c), fixed: refinement iterations run (the app adds one for its seed record).
         "num_iterations": len(run.history),
-        "converged": bool(tracker is not None and tracker.converged),
-        "converged_at_iteration": tracker.converged_at if tracker is not None else None,
+        # True when the kernel is final: refinement rounds stopped changing it, or none
+        # were planned because the starting kernel is the result (0 rounds; docs/cadecon.md).
+        "converged": refined_converged or direct,
+        "converged_at_iteration": tracker.converged_at if refined_converged else (0 if direct else None),
         "schema_version": SCHEMA_VERSION,
         "calab_version": calab.__version__,
         "solver_version": calab.__version__,

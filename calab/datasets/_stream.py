@@ -410,7 +410,7 @@ def deconvolve_dataset(
     PermissionError
         The output location is not writable.
     """
-    from calab._validate import check_integer
+    from calab._validate import check_integer, warn_if_milliseconds, warn_if_transposed
     from calab.deconvolution import check_solve_settings
     from calab.loaders._common import validate_fs
 
@@ -426,6 +426,8 @@ def deconvolve_dataset(
     fs, tau_r, tau_d, lam_cells, max_iters = check_solve_settings(
         fs, tau_r, tau_d, lam, max_iters, conv_mode, constraint, n_cells, shape=tuple(data.shape)
     )
+    warn_if_transposed(data.shape, data.where, "store it with cells as rows")
+    warn_if_milliseconds(tau_r, tau_d, ("tau_r", "tau_d"))
     # 0 must not fall through to "choose for me", and 2.5 is not truncated
     chunk_cells = check_integer(chunk_cells, "chunk_cells", minimum=None, allow_none=True)
     if chunk_cells is not None and chunk_cells < 1:

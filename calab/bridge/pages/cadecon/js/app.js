@@ -466,7 +466,8 @@ function iterationMarker(getIteration) {
 
 function convergedAt() {
   const s = state.run.summary;
-  return s && s.converged ? s.converged_at_iteration : null;
+  // a run without refinement rounds is final at "round 0": there is no round to mark
+  return s && s.converged && s.num_iterations > 0 ? s.converged_at_iteration : null;
 }
 
 function smallLineChart(id, title, x, y, { log = false, color = "#2563eb", unit = "", tol = null } = {}) {
