@@ -58,6 +58,56 @@ class CaDeconResult(NamedTuple):
     fs: float
     metadata: dict
 
+    def reconvolve(self, traces: Any, *, backend: str | None = None) -> np.ndarray:
+        """The model's fit to ``traces``: the continuous solution at the learned kernel, reconvolved.
+
+        Solves ``traces`` (some or all of the cells given to ``run_cadecon``, as rows) with
+        non-negative FISTA at the learned kernel and the λ ``run_cadecon`` used for its
+        continuous activity (``metadata["continuous_lambda_per_noise"]`` times each
+        trace's noise), and returns ``kernel * activity + baseline``: the curve to lay
+        over the raw trace.  Meant for a few cells (figures); it costs one solve.
+
+        Parameters
+        ----------
+        traces : array_like, shape (n_cells, n_timepoints) or (n_timepoints,)
+        backend : str, optional
+            Compute backend of the solve.
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape as ``traces``, float64 (for NumPy input).
+        """
+        from calab.cadecon.initialization import noise_sigma
+        from calab.deconvolution import run_deconvolution_full
+
+        meta = self.metadata
+        if meta.get("tau_rise") is None:
+            raise ValueError("this result has no learned kernel (metadata['tau_rise'] is None): nothing to reconvolve")
+        rows = np.atleast_2d(np.asarray(traces, dtype=np.float64))
+        lam = float(meta.get("continuous_lambda_per_noise", 1.0)) * noise_sigma(rows)
+        full = run_deconvolution_full(rows, self.fs, meta["tau_rise"], meta["tau_decay"], lam,
+                                      backend=backend, progress=False)
+        fit = np.asarray(full.reconvolution)
+        return fit if np.ndim(traces) == 2 else fit[0]
+
+    def plot(self, traces: Any, **options: Any) -> Any:
+        """Figure of the learned kernel and a few cells' raw trace, fit and activity.
+
+        ``traces`` are the traces given to ``run_cadecon``.  Options (``cells``, ``count``,
+        ``window``, ``given_taus``, ``path``, ...) are those of :func:`calab.plot.plot_cadecon`.
+        Needs matplotlib (``pip install "calab[plot]"``).  Returns a matplotlib Figure.
+        """
+        from calab.plot import plot_cadecon
+
+        return plot_cadecon(traces, self, **options)
+
+    def _repr_html_(self) -> str:
+        # Jupyter's display: kernel, cells, warnings and timing instead of raw arrays.
+        from calab._display import cadecon_html
+
+        return cadecon_html(self)
+
 
 def biexp_waveform(tau_rise: Any, tau_decay: Any, beta: Any, fs: float) -> np.ndarray:
     """``beta·(exp(-t/τd) - exp(-t/τr))`` at ``t = k/fs`` for ``k < int(5·τd·fs)``, float32.
