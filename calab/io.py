@@ -49,6 +49,7 @@ __all__ = [
     "deconvolve_from_export",
     "load_export_params",
     "load_tuning_data",
+    "read_parameters",
     "save_for_tuning",
     "tuning_paths",
 ]
@@ -353,6 +354,92 @@ def load_export_params(path: str | os.PathLike[str]) -> dict:
         "fs": fs,
         "filter_enabled": filter_enabled,
     }
+
+
+def _parameter_number(value: Any, where: str, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}.")
+    if (positive and value <= 0) or value < 0:
+        raise ValueError(f"{where} must be {'> 0' if positive else '>= 0'}, got {value!r}.")
+    return float(value)
+
+
+def read_parameters(path: str | os.PathLike[str]) -> dict:
+    """Deconvolution parameters from any of the three files calab users have.
+
+    * a CaTune export (the page's *Export* button; read by :func:`load_export_params`);
+    * the dict :func:`calab.tune` returns, saved as JSON (``tau_rise``, ``tau_decay``,
+      ``lambda_``, optionally ``fs`` and ``filter_enabled``; what ``calab tune`` prints);
+    * ``STEM_results.json`` written by ``calab cadecon -o STEM``: the learned kernel, and
+      the λ rule ``run_cadecon`` used for its continuous activity (λ = that many times each
+      cell's noise SD).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    dict
+        ``tau_rise`` and ``tau_decay`` (s), ``lambda_`` (float, or None when the file gives
+        a rule instead), ``lambda_per_noise`` (float or None), ``fs`` (Hz, or None when the
+        file does not say), ``filter_enabled`` (bool) and ``kind`` (``"catune-export"``,
+        ``"tune"`` or ``"cadecon-results"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Not JSON, none of the three layouts (the message lists what each one holds), or a
+        value that is not a valid number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise ValueError(f"Parameters path is a directory, not a file: {path}")
+        raise FileNotFoundError(f"Parameters file not found: {path}")
+    data = read_json_object(path, "Parameters file")
+    if "parameters" in data:
+        params = load_export_params(path)
+        return {**params, "lambda_per_noise": None, "kind": "catune-export"}
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict) and "tau_rise" in metadata and "tau_decay" in metadata:
+        if metadata["tau_rise"] is None or metadata["tau_decay"] is None:
+            raise ValueError(f"{path} is a CaDecon result without a learned kernel (the run stopped "
+                             "before one was fitted); run calab cadecon again.")
+        fs = data.get("fs")
+        per_noise = metadata.get("continuous_lambda_per_noise", 1.0)
+        return {
+            "tau_rise": _parameter_number(metadata["tau_rise"], f"{path}: metadata.tau_rise"),
+            "tau_decay": _parameter_number(metadata["tau_decay"], f"{path}: metadata.tau_decay"),
+            "lambda_": None,
+            "lambda_per_noise": _parameter_number(per_noise, f"{path}: metadata.continuous_lambda_per_noise",
+                                                  positive=False),
+            "fs": None if fs is None else _parameter_number(fs, f"{path}: fs"),
+            "filter_enabled": False,  # run_cadecon's continuous solve reads the raw traces
+            "kind": "cadecon-results",
+        }
+    if "tau_rise" in data and "tau_decay" in data and ("lambda_" in data or "lambda" in data):
+        fs = data.get("fs")
+        enabled = data.get("filter_enabled", False)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"{path}: filter_enabled must be true or false, got {enabled!r}.")
+        return {
+            "tau_rise": _parameter_number(data["tau_rise"], f"{path}: tau_rise"),
+            "tau_decay": _parameter_number(data["tau_decay"], f"{path}: tau_decay"),
+            "lambda_": _parameter_number(data.get("lambda_", data.get("lambda")), f"{path}: lambda_", positive=False),
+            "lambda_per_noise": None,
+            "fs": None if fs is None else _parameter_number(fs, f"{path}: fs"),
+            "filter_enabled": enabled,
+            "kind": "tune",
+        }
+    raise ValueError(
+        f"{path} holds no deconvolution parameters (top-level keys: {list(data)}). calab reads a CaTune "
+        "export ({'parameters': {'tau_rise_s', 'tau_decay_s', 'lambda', 'sampling_rate_hz'}}), the dict "
+        "calab.tune() returns ({'tau_rise', 'tau_decay', 'lambda_', 'fs'}) or STEM_results.json from "
+        "'calab cadecon -o STEM' ({'metadata': {'tau_rise', 'tau_decay'}, 'fs'})."
+    )
 
 
 def deconvolve_from_export(

@@ -229,8 +229,8 @@ def test_cli_cadecon_native_writes_both_outputs(tmp_path, population, capsys):
                      "--num-subsets", "3", "--backend", "numpy"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "Activity shape: (8, 900)" in captured.out and "Sampling rate: 30.0 Hz" in captured.out
-    assert "Learned kernel" in captured.err
+    assert "Cells: 8 x 900 frames at 30 Hz" in captured.out and "Kernel: tau_rise " in captured.out
+    assert f"calab deconvolve OTHER.npy -p {stem}_results.json" in captured.out
     activity = np.load(f"{stem}_activity.npy")
     assert activity.shape == (8, 900) and activity.dtype == np.float32
     summary = json.loads((tmp_path / "out_results.json").read_text())

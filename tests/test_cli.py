@@ -118,9 +118,9 @@ def test_deconvolve_errors_are_one_line(tmp_path):
     (tmp_path / "bad.json").write_text('{"parameters": {"tau_rise_s": 0.1}}')
     (tmp_path / "trunc.npy").write_bytes((tmp_path / "trace.npy").read_bytes()[:300])
     params = str(GOLDEN / "export_v1_1.json")
-    assert_error(run("deconvolve", "trace.npy", cwd=tmp_path), "required: --params", code=2)
+    assert_error(run("deconvolve", "trace.npy", cwd=tmp_path), r"give the kernel: --tau-rise S --tau-decay S")
     assert_error(run("deconvolve", "missing.npy", "-p", params, cwd=tmp_path), "Error: Trace file not found")
-    assert_error(run("deconvolve", "trace.npy", "-p", "missing.json", cwd=tmp_path), "Export JSON not found")
+    assert_error(run("deconvolve", "trace.npy", "-p", "missing.json", cwd=tmp_path), "Parameters file not found")
     assert_error(run("deconvolve", "trace.npy", "-p", "bad.json", cwd=tmp_path), r"lacks parameter\(s\)")
     assert_error(run("deconvolve", "cube.npy", "-p", params, cwd=tmp_path), "must be 1D or 2D, got 3D")
     assert_error(run("deconvolve", "trunc.npy", "-p", params, cwd=tmp_path), "truncated")
@@ -344,7 +344,7 @@ def test_tune_and_cadecon_commands_with_a_bridge(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "Error: --fs (sampling rate) is required"
     assert cli.main(["cadecon", str(tmp_path / "plain.npy"), "-o", str(tmp_path / "cd")]) == 0
     out = capsys.readouterr().out
-    assert "Activity shape: (2, 50)" in out and "Kernel slow length: 30" in out
+    assert "Cells: 2 x 50 frames at 30 Hz" in out and "Kernel: none could be learned" in out
     assert np.load(tmp_path / "cd_activity.npy").dtype == np.float32
     summary = json.loads((tmp_path / "cd_results.json").read_text())
     assert summary["metadata"] == {"h_free": [0, 1, 2]} and summary["kernel_fast_length"] == 0

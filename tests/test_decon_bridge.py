@@ -251,9 +251,9 @@ def test_cli_cadecon_on_the_built_in_page(recording, tmp_path, monkeypatch, caps
     assert cli.main(["cadecon", str(tmp_path / "rec.npy"), "--no-browser", "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     expected = calab.run_cadecon(recording, FS, progress=False, **SETTINGS)
-    assert "Opening CaDecon: http://127.0.0.1:" in out and "/pages/cadecon/index.html?bridge=" in out
-    assert "Activity shape: (6, 600)" in out and "Sampling rate: 30.0 Hz" in out
-    assert f"Kernel slow length: {len(expected.kernel_slow)}" in out
+    assert "CaDecon page: http://127.0.0.1:" in out and "/pages/cadecon/index.html?bridge=" in out
+    assert "Cells: 6 x 600 frames at 30 Hz" in out
+    assert f"Kernel: tau_rise {expected.metadata['tau_rise']:.4f} s, tau_decay {expected.metadata['tau_decay']:.4f} s" in out
     assert np.array_equal(np.load(tmp_path / "out_activity.npy"), expected.activity)
     saved = json.loads((tmp_path / "out_results.json").read_text())
     assert saved["alphas"] == expected.alphas.tolist() and saved["metadata"]["tau_decay"] == expected.metadata["tau_decay"]

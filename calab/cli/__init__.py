@@ -29,11 +29,13 @@ import contextlib
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from calab._errors import one_line_message
 from calab._progress import PROGRESS_MIN_SAMPLES as _PROGRESS_MIN_SAMPLES
 from calab._progress import stderr_is_tty as _library_stderr_is_tty
+from calab._validate import SuspiciousInputWarning
 from calab.cli import cadecon, convert, deconvolve, demo, doctor, info, tune
 from calab.cli._common import CommandError
 from calab.cli._common import has_bridge as _has_bridge
@@ -48,6 +50,11 @@ __all__ = ["build_parser", "main"]
 # changes every command.
 def _stderr_is_tty() -> bool:
     return _library_stderr_is_tty()
+
+
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: object = None, line: str | None = None) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors, 0 for --help/--version
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            # The library's warnings (a transposed-looking array, ...) as one plain line each.
+            warnings.showwarning = _print_warning
+            # The commands check the shape of what they read themselves, naming the file.
+            warnings.filterwarnings("ignore", message=r"traces has shape \(", category=SuspiciousInputWarning)
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -91,9 +91,30 @@ def read_traces(path_text: str) -> tuple[np.ndarray, float | None, Path]:
             "calab.save_for_tuning / calab convert."
         )
     traces = as_traces_2d(traces, f"Trace file {npy_path}")
+    from calab._validate import transposed_message
+
+    looks_transposed = transposed_message(traces.shape, str(npy_path),
+                                          fix=f"save it with cells as rows: numpy.save('{npy_path}', numpy.load('{npy_path}').T)")
+    if looks_transposed:
+        print(f"Warning: {looks_transposed}", file=sys.stderr)
     fs = sidecar.get("sampling_rate_hz")
     fs = float(fs) if isinstance(fs, (int, float)) and not isinstance(fs, bool) and fs > 0 else None
     return traces, fs, npy_path
+
+
+def sidecar_rate(path_text: str) -> float | None:
+    """The sampling rate in the calab sidecar next to a ``.npy`` (or stem), if there is one."""
+    from calab.io import tuning_paths
+    from calab.loaders._common import read_json_object
+
+    _, json_path = tuning_paths(Path(path_text))
+    if not json_path.is_file():
+        return None
+    try:
+        fs = read_json_object(json_path, "Metadata file").get("sampling_rate_hz")
+    except ValueError:
+        return None
+    return float(fs) if isinstance(fs, (int, float)) and not isinstance(fs, bool) and fs > 0 else None
 
 
 class ProgressBar:
@@ -188,9 +209,25 @@ def has_bridge(name: str) -> bool:
 
 def kernel_source(meta: dict) -> str:
     """How run_cadecon found its kernel, in words (from its metadata)."""
-    start = meta.get("initialization", {})
-    if not start.get("refined", True) and start.get("method") == "bispectrum":
-        return "fitted to the phase of the traces' bispectrum, no refinement rounds"
-    converged = (f"converged at iteration {meta['converged_at_iteration']}" if meta["converged"]
-                 else "not converged")
-    return f"{start.get('method', 'given')} start, {meta['num_iterations']} refinement iterations, {converged}"
+    from calab._display import kernel_source as describe
+
+    return describe(meta)
+
+
+def plot_path(args: argparse.Namespace, inputs: Sequence[Path]) -> Path | None:
+    """``--plot PATH``, checked before any work: writable, and matplotlib installed."""
+    if not getattr(args, "plot", None):
+        return None
+    path = check_output(Path(args.plot), args.force, inputs)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CommandError('--plot needs matplotlib: pip install "calab[plot]"') from None
+    return path
+
+
+def write_figure(figure: Any, path: Path, force: bool) -> None:
+    from calab.plot import save_figure
+
+    save_figure(figure, path, overwrite=force)
+    print(f"Saved figure to {path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 BACKEND_CHOICES = ("auto", "numpy", "jax", "cupy")
 
@@ -45,3 +46,47 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
                        help="input format (default: detected)")
     group.add_argument("--key", help="Zarr array name, HDF5 dataset path (default estimates/C) or NWB series")
     group.add_argument("--chunk-cells", type=int, metavar="N", help="cells per chunk (default: from free memory)")
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def add_plot(parser: argparse.ArgumentParser) -> None:
+    """``--plot PNG``: a figure of the most active cells (needs matplotlib: calab[plot])."""
+    parser.add_argument("--plot", metavar="PNG",
+                        help="also save a figure of the most active cells: raw trace, fit and inferred "
+                             "activity (.png, .svg or .pdf; needs pip install \"calab[plot]\")")
+    parser.add_argument("--plot-cells", type=positive_int, default=3, metavar="N",
+                        help="cells in the --plot figure (default 3)")
+
+
+def example_epilog(examples: str) -> str:
+    """A command's ``--help`` epilog: worked examples (kept verbatim by RawDescriptionHelpFormatter)."""
+    return examples.rstrip() + "\n"
+
+
+def command_parser(commands: Any, name: str, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with worked examples (kept as written)."""
+    import textwrap
+
+    return commands.add_parser(
+        name, help=help, description=textwrap.fill(description, 88),
+        epilog=example_epilog(examples), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,47 @@ from calab.cli._common import (
     bridge_function,
     check_output,
     json_text,
-    kernel_source,
+    plot_path,
     read_traces,
     resolve_backend_name,
     save_npy,
     save_text,
     terminal_progress,
+    write_figure,
     write_files,
 )
-from calab.cli._parsing import add_backend, add_dataset_options, add_force, positive_float
+from calab.cli._parsing import (
+    add_backend,
+    add_dataset_options,
+    add_force,
+    add_plot,
+    command_parser,
+    positive_float,
+)
 from calab.cli._streaming import stream_to_store
+
+EXAMPLES = """\
+examples:
+  # learn the kernel from the data and deconvolve every cell, here in the terminal
+  calab cadecon traces.npy --native --fs 30
+  # ... and save the activity (run_activity.npy), the kernel and a figure
+  calab cadecon traces.npy --native --fs 30 -o run --plot run.png
+  # reuse the learned kernel on another recording
+  calab deconvolve other.npy -p run_results.json
+
+  # the CaDecon page in the browser (Export to Python returns the result)
+  calab cadecon traces.npy --fs 30
+"""
 
 
 def add_parser(commands: Any) -> None:
-    cadecon = commands.add_parser("cadecon", help="Automated deconvolution (CaDecon): learn the kernel from the data")
+    cadecon = command_parser(
+        commands, "cadecon", help="Automated deconvolution (CaDecon): learn the kernel from the data",
+        description="Learn the calcium kernel from the traces themselves, then deconvolve every cell with "
+                    "it. --native runs here in the terminal; without it the CaDecon page opens in the "
+                    "browser.",
+        examples=EXAMPLES,
+    )
     cadecon.add_argument("file", help="Input .npy file or calab stem")
     cadecon.add_argument("--fs", type=positive_float, default=None,
                          help="Sampling rate (Hz; default: the file's metadata with --native, else 30)")
@@ -45,6 +73,7 @@ def add_parser(commands: Any) -> None:
     cadecon.add_argument("--max-iterations", type=int, default=None, help="--native: iteration cap (1-200)")
     cadecon.add_argument("--num-subsets", type=int, default=None, help="--native: number of subsets")
     cadecon.add_argument("--seed", type=int, default=None, help="--native: subset placement seed")
+    add_plot(cadecon)
     add_backend(cadecon)
     add_force(cadecon)
     add_dataset_options(cadecon)
@@ -75,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = [Path(f"{args.output}_activity.npy"), Path(f"{args.output}_results.json")]
         for path in outputs:
             check_output(path, args.force, [npy_path])
+    figure_path = plot_path(args, [npy_path])
     fs = args.fs if args.fs is not None else (sidecar_fs if args.native and sidecar_fs else 30.0)
     if args.native:
         result = run_native(traces, fs, args)
@@ -87,13 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         print("No results received.", file=sys.stderr)
         return 1
-    print(f"Activity shape: {tuple(result.activity.shape)}")
-    print(f"Sampling rate: {result.fs} Hz")
-    print(f"Alphas: {result.alphas!r}")
-    print(f"Baselines: {result.baselines!r}")
-    print(f"PVEs: {result.pves!r}")
-    print(f"Kernel slow length: {len(result.kernel_slow)}")
-    print(f"Kernel fast length: {len(result.kernel_fast)}")
+    from calab._display import cadecon_summary
+
+    for line in cadecon_summary(result, traces.shape):
+        print(line)
     if outputs:
         # Whole-recording arrays stay out of the JSON (the activity has its own .npy).
         metadata = {key: value for key, value in result.metadata.items()
@@ -114,22 +141,44 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
         print(f"Saved to {outputs[0]} and {outputs[1]}")
+        print(f"Reuse the kernel on other recordings: calab deconvolve OTHER.npy -p {outputs[1]}")
+    else:
+        print(f"Nothing was saved. To save the activity and the kernel: calab {' '.join(save_command(args))}")
+    if figure_path is not None:
+        if result.metadata.get("tau_rise") is None or isinstance(result.activity, list):
+            raise CommandError("no figure: the run learned no kernel (see the warnings above)")
+        figure = result.plot(traces, count=args.plot_cells, backend=backend_arg(args),
+                             title=f"calab cadecon {Path(args.file).name}")
+        write_figure(figure, figure_path, args.force)
     return 0
+
+
+def save_command(args: argparse.Namespace) -> list[str]:
+    """This run's command with ``-o STEM`` added (STEM from the input's name)."""
+    import shlex
+
+    stem = Path(args.file).name
+    stem = stem[: -len(".npy")] if stem.endswith(".npy") else stem
+    words = ["cadecon", args.file] + (["--native"] if args.native else [])
+    if args.fs is not None:
+        words += ["--fs", f"{args.fs:g}"]
+    for flag, value in (("--max-iterations", args.max_iterations), ("--num-subsets", args.num_subsets),
+                        ("--seed", args.seed), ("--backend", args.backend)):
+        if value is not None:
+            words += [flag, str(value)]
+    return [shlex.quote(word) for word in words] + ["-o", shlex.quote(f"{stem}_cadecon")]
 
 
 def run_native(traces: np.ndarray, fs: float, args: argparse.Namespace) -> Any:
     """``calab cadecon --native``: the automated loop in this process, with a progress bar."""
-    from calab.cadecon import run_cadecon
+    from calab.cadecon import CaDeconWarning, run_cadecon
 
     overrides = config_overrides(args)
     print(f"CaDecon (native) on {traces.shape[0]} cells x {traces.shape[1]} frames at {fs:g} Hz, "
           f"backend '{resolve_backend_name(backend_arg(args))}'", file=sys.stderr)
-    result = run_cadecon(traces, fs, backend=backend_arg(args), progress=terminal_progress(), **overrides)
-    meta = result.metadata
-    if meta["tau_rise"] is not None:
-        print(f"Learned kernel: tau_rise {meta['tau_rise']:.4f} s, tau_decay {meta['tau_decay']:.4f} s "
-              f"({kernel_source(meta)})", file=sys.stderr)
-    return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CaDeconWarning)  # the summary lists them
+        return run_cadecon(traces, fs, backend=backend_arg(args), progress=terminal_progress(), **overrides)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -9,11 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from calab.cli._common import CommandError, check_output
-from calab.cli._parsing import add_force, positive_float
+from calab.cli._parsing import add_force, command_parser, positive_float
 
 
 def add_parser(commands: Any) -> None:
-    convert = commands.add_parser("convert", help="Convert to CaLab format")
+    convert = command_parser(
+        commands, "convert", help="Convert to CaLab format",
+        description="Read the traces of a CaImAn, Minian, suite2p or NWB output and write them as "
+                    "STEM.npy (n_cells x n_timepoints) with a STEM_metadata.json sidecar holding the "
+                    "sampling rate, which every other calab command reads.",
+        examples="""\
+examples:
+  calab convert caiman_results.hdf5 -o rec          # writes rec.npy and rec_metadata.json
+  calab convert suite2p/plane0 --fs 30 -o rec       # suite2p: F - 0.7 x Fneu of the accepted ROIs
+  calab convert minian_output --fs 20 -o rec
+  calab cadecon rec --native                        # then learn the kernel and deconvolve
+""",
+    )
     convert.add_argument("file", help="Input: CaImAn HDF5, Minian Zarr directory, suite2p plane folder or NWB file")
     convert.add_argument("--format", "-f", choices=("caiman", "minian", "suite2p", "nwb"),
                          help="input format (default: detected from the file)")

@@ -15,21 +15,36 @@ from calab.cli._common import (
     CommandError,
     backend_arg,
     kernel_source,
+    plot_path,
     resolve_backend_name,
     solve,
     terminal_progress,
+    write_figure,
 )
-from calab.cli._parsing import add_backend, positive_float
+from calab.cli._parsing import add_backend, add_plot, command_parser, positive_float
 
 
 def add_parser(commands: Any) -> None:
-    demo = commands.add_parser("demo", help="Simulate data, deconvolve it, report accuracy and speed")
+    demo = command_parser(
+        commands, "demo", help="Simulate data, deconvolve it, report accuracy and speed",
+        description="Simulate GCaMP6f cells with known spikes, deconvolve them with the true kernel and "
+                    "then learn the kernel from the data (CaDecon), and report how well the inferred "
+                    "activity matches the true spikes and how fast it ran.",
+        examples="""\
+examples:
+  calab demo                                  # 200 cells x 5 min at 30 Hz on the best backend
+  calab demo --cells 20 --frames 3000 --plot demo.png
+  calab demo --backend numpy --cadecon-cells 0  # the CPU, without the kernel-learning part
+""",
+    )
     demo.add_argument("--cells", type=int, default=200, help="number of simulated cells (default 200)")
     demo.add_argument("--frames", type=int, default=9000, help="frames per cell (default 9000 = 5 min at 30 Hz)")
     demo.add_argument("--fs", type=positive_float, default=30.0, help="frame rate in Hz (default 30)")
     demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     demo.add_argument("--cadecon-cells", type=int, default=50,
                       help="cells for the automated (kernel-learning) part; 0 skips it (default 50)")
+    add_plot(demo)
+    demo.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
     add_backend(demo)
     demo.set_defaults(handler=run)
 
@@ -42,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--cells must be >= 1 and --frames >= 16.")
     backend = backend_arg(args)
     backend_name = resolve_backend_name(backend)  # fail early on an unusable backend
+    figure_path = plot_path(args, [])
 
     minutes = args.frames / args.fs / 60
     print(
@@ -86,14 +102,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"Accuracy vs ground truth ({with_spikes} cells with spikes, 100 ms bins, median over cells):")
     print(f"  correlation of inferred activity with true spikes: {np.nanmedian(decon_r):.3f}")
     print(f"  correlation of raw fluorescence with true spikes:  {np.nanmedian(raw_r):.3f}")
+    learned = None
     if args.cadecon_cells > 0:
-        run_cadecon_part(population, decon_r, args.cadecon_cells, backend, width)
+        learned = run_cadecon_part(population, decon_r, args.cadecon_cells, backend, width)
+    if figure_path is not None:
+        plot_demo(population, lam, learned, args, figure_path)
     print("Next: 'calab convert' brings in CaImAn/Minian/suite2p/NWB output; 'calab doctor' lists backends.")
     return 0
 
 
 def run_cadecon_part(population: Any, true_kernel_r: np.ndarray, max_cells: int, backend: str | None,
-                     width: int) -> None:
+                     width: int) -> Any:
     """The automated path: learn the kernel with run_cadecon and compare it with the true one."""
     from calab.cadecon import run_cadecon
     from calab.cadecon.shape import tau_to_shape
@@ -108,7 +127,7 @@ def run_cadecon_part(population: Any, true_kernel_r: np.ndarray, max_cells: int,
     meta = result.metadata
     if meta["tau_rise"] is None:
         print("  no kernel could be learned (see the warnings above)")
-        return
+        return None
     learned = (meta["tau_rise"], meta["tau_decay"])
     true_peak, learned_peak = tau_to_shape(*true_taus)[0], tau_to_shape(*learned)[0]
     print(f"  done in {elapsed:.1f} s (kernel {kernel_source(meta)})")
@@ -118,3 +137,22 @@ def run_cadecon_part(population: Any, true_kernel_r: np.ndarray, max_cells: int,
     learned_r = spike_correlation(result.activity, population.spikes[:cells], width)
     print(f"  correlation with true spikes ({meta['activity_kind']} at the learned kernel): {np.nanmedian(learned_r):.3f}"
           f"  vs FISTA with the true kernel: {np.nanmedian(true_kernel_r[:cells]):.3f}")
+    return result
+
+
+def plot_demo(population: Any, lam: float, learned: Any, args: argparse.Namespace, path: Any) -> None:
+    """``--plot``: the learned kernel against the true one and a few cells (or, without the
+    CaDecon part, FISTA with the true kernel)."""
+    from calab.deconvolution import run_deconvolution_full
+
+    true_taus = (population.tau_rise, population.tau_decay)
+    if learned is not None:
+        traces = population.traces[: len(learned.activity)]
+        figure = learned.plot(traces, count=args.plot_cells, given_taus=true_taus, backend=backend_arg(args),
+                              title="calab demo: kernel learned from simulated GCaMP6f cells (given = true kernel)")
+    else:
+        full = run_deconvolution_full(population.traces, population.fs, *true_taus, lam, backend=backend_arg(args),
+                                      progress=False)
+        figure = full.plot(population.traces, population.fs, count=args.plot_cells,
+                           title="calab demo: FISTA with the true kernel on simulated GCaMP6f cells")
+    write_figure(figure, path, args.force)

@@ -8,10 +8,24 @@ import os
 from typing import Any
 
 from calab.cli._common import resolve_backend_name
+from calab.cli._parsing import command_parser
+
+EXAMPLES = """\
+examples:
+  calab doctor                      # what works here, in words
+  CALAB_BACKEND=jax calab doctor    # what calab would use with that setting
+  calab doctor --json > env.json    # the same, for a bug report
+"""
 
 
 def add_parser(commands: Any) -> None:
-    doctor = commands.add_parser("doctor", help="Check backends, devices and installed versions")
+    doctor = command_parser(
+        commands, "doctor", help="Check backends, devices and installed versions",
+        description="Which compute backends work on this machine and why the others do not, the backend "
+                    "calab uses by default (CALAB_BACKEND, else the fastest usable one), and the installed "
+                    "versions. Exit status 1 when no backend is usable.",
+        examples=EXAMPLES,
+    )
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(handler=run)
 
@@ -26,6 +40,7 @@ _OPTIONAL = (
     ("pynwb", "pynwb", "pip install calab[nwb] (optional: NWB files load without it)"),
     ("playwright", "playwright", "pip install calab[headless]"),
     ("dask", "dask", "pip install calab[dask]"),
+    ("matplotlib", "matplotlib", "pip install calab[plot] (figures: result.plot, --plot)"),
     ("numba", "numba", "pip install numba (faster CPU backend)"),
 )
 _CORE = ("numpy", "scipy", "pydantic", "tqdm")
@@ -97,7 +112,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"Default backend: {summary['default_backend']}{env}")
     else:
         print(f"Default backend: none usable: {summary.get('default_backend_error')}")
-    if not any(entry["gpu"] and entry["usable"] for entry in summary["backends"].values()):
-        print("No GPU backend is usable; calab runs on the CPU (NumPy). For a GPU install "
-              "calab[cuda12] (CuPy) or jax[cuda12].")
+    default = summary.get("default_backend")
+    on_gpu = bool(default) and bool(summary["backends"].get(default, {}).get("gpu"))
+    if default and not on_gpu:
+        names = {"numpy": "NumPy", "jax": "JAX", "cupy": "CuPy"}
+        gpu_elsewhere = [name for name, entry in summary["backends"].items() if entry["gpu"] and entry["usable"]]
+        if gpu_elsewhere:
+            print(f"calab computes on the CPU ({names.get(default, default)}) by default here; a GPU backend is "
+                  f"usable too: pass backend='{gpu_elsewhere[0]}' or set CALAB_BACKEND={gpu_elsewhere[0]}.")
+        else:
+            print(f"No GPU backend is usable here: calab computes on the CPU ({names.get(default, default)}). "
+                  "For a GPU, install calab[cuda12] (CuPy) or jax[cuda12].")
     return 0 if usable else 1

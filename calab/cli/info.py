@@ -10,9 +10,22 @@ from typing import Any
 
 import numpy as np
 
+from calab.cli._parsing import command_parser
+
 
 def add_parser(commands: Any) -> None:
-    info = commands.add_parser("info", help="Show file info")
+    info = command_parser(
+        commands, "info", help="Show file info",
+        description="Summarise a file without changing it: the shape, dtype and sampling rate of a .npy "
+                    "(and its calab sidecar), the parameters in a JSON file, or what a CaImAn, Minian, "
+                    "suite2p or NWB output holds.",
+        examples="""\
+examples:
+  calab info traces.npy                 # cells, frames, dtype, sampling rate
+  calab info export.json                # the parameters of a CaTune export
+  calab info suite2p/plane0             # what a pipeline output holds
+""",
+    )
     info.add_argument("file", help="Input file (.npy, .json, or a pipeline output)")
     info.set_defaults(handler=run)
 
