@@ -302,7 +302,9 @@ def run_deconvolution(
         Decay time constant in seconds (``> tau_r``).
     lam : float or array_like
         L1 penalty (sparsity regularization strength), scaled internally by the kernel's
-        DC gain; a ``(n_cells,)`` array gives each cell its own λ.
+        DC gain; a ``(n_cells,)`` array gives each cell its own λ.  It is in the traces'
+        units: start at each cell's noise SD, ``lam=calab.noise_sd(traces)``; larger
+        keeps fewer, bigger events.
     max_iters : int, optional
         Maximum number of FISTA iterations, by default 2000 (rounded up to a multiple of
         100, as in calab 0.3.0).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,34 @@ def _window(window: Any, n_timepoints: int, fs: float, focus: np.ndarray) -> sli
     return slice(start, start + width)
 
 
+def _show_figures_inline() -> None:
+    """In a notebook, make sure a returned Figure displays as a picture in its cell.
+
+    Jupyter registers that display when pyplot first draws; a figure made without pyplot
+    (as here) would otherwise show as ``<Figure size ...>``.  ``%matplotlib inline`` is
+    what a user would type, and Jupyter's default anyway.
+    """
+    from calab._progress import in_notebook
+
+    if not in_notebook():
+        return
+    from matplotlib.figure import Figure
+
+    shell = sys.modules["IPython"].get_ipython()
+    formatter = shell.display_formatter.formatters.get("image/png")
+    if formatter is None:
+        return
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        shell.run_line_magic("matplotlib", "inline")
+
+
 def _figure(rows: int, heights: list[float], width: float = 11.0) -> tuple[Any, Any]:
     _matplotlib()
     from matplotlib.figure import Figure
+
+    _show_figures_inline()
 
     figure = Figure(figsize=(width, sum(heights) + 0.6), layout="constrained")
     grid = figure.add_gridspec(rows, 1, height_ratios=heights)

@@ -31,7 +31,7 @@ def test_without_opening_a_browser_it_says_to_open_the_url(monkeypatch, capsys):
 def test_when_no_browser_can_be_opened_it_says_so(monkeypatch, capsys, outcome):
     def no_browser(url):
         if outcome == "raise":
-            raise RuntimeError("no display")
+            raise apps.webbrowser.Error("could not locate runnable browser")
         return False
 
     monkeypatch.setattr(apps.webbrowser, "open", no_browser)

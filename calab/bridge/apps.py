@@ -149,7 +149,7 @@ def _open_in_browser(url: str, port: int) -> None:
     """Open ``url`` in the user's browser, and say whether that worked."""
     try:
         opened = webbrowser.open(url)
-    except Exception:  # noqa: BLE001 - a broken browser setup must not end the session
+    except webbrowser.Error:  # no usable browser: the URL is printed, the session goes on
         opened = False
     if opened:
         print("Opened it in your web browser.")
@@ -345,7 +345,13 @@ def tune(
     ``?bridge=`` parameter pointing to the server, and waits for the user to export
     parameters from the web app.  The default page is calab's built-in CaTune, served by
     the same server, whose live re-solves run on calab's own backend; in Jupyter or Colab
-    it appears inline in the output cell.
+    it appears inline in the output cell.  It opens at the data's own kernel: the time
+    constants :func:`calab.run_cadecon` would learn, λ = the traces' noise SD and the
+    noise filter on, as ``run_cadecon`` filters; the sliders move from there.
+
+    It prints the page's URL, whether a browser was opened (with ``open_browser=False``,
+    or when no browser can be started, open the URL yourself), and, when ``timeout``
+    passes without an export, that it returns None.
 
     Parameters
     ----------
@@ -379,8 +385,15 @@ def tune(
     BridgeVersionError
         The page exported an incompatible schema version.
     """
+    def learn_opening(session: BridgeSession) -> None:
+        # The built-in page opens at the kernel learned from the data; start on it now so
+        # it is ready (or nearly) when the page asks.
+        from calab.bridge.catune import start_opening
+
+        start_opening(session)
+
     result = launch("catune", traces, fs, timeout=timeout, port=port, app_url=app_url,
-                    open_browser=open_browser)
+                    open_browser=open_browser, on_session=None if app_url else learn_opening)
     if result is None:
         return None
     return check_catune_export(catune_params(result.payload, fs))  # a page's NaN or 'abc' is not returned

@@ -6,7 +6,9 @@ The page never downloads the whole recording.  It asks for
 * ``GET  /calab/v1/catune/minimap?cell=i&bins=B``: min/max envelope of one whole trace;
 * ``POST /calab/v1/catune/solve``: a batched FISTA solve of the visible window (plus
   padding) of the visible cells, returned decimated to about the chart's pixel width;
-* ``GET  /calab/v1/catune/spectrum?cells=i,j,...``: periodograms for the Spectrum tab.
+* ``GET  /calab/v1/catune/spectrum?cells=i,j,...``: periodograms for the Spectrum tab;
+* ``GET  /calab/v1/catune/opening``: where the sliders start, the kernel learned from the
+  data and a noise-scaled λ (computed once per session, in the background).
 
 The solve runs :func:`calab.run_deconvolution_full` on the server's backend (the GPU
 when there is one), all requested cells as one batch.
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,8 @@ from calab.bridge.limits import MAX_CELLS_PER_REQUEST, RequestError, bound, chec
 from calab.bridge.registry import APPS, ComputeRoute, register_app
 from calab.bridge.server import BridgeSession, json_response
 
-__all__ = ["MAX_SOLVE_CELLS", "decimate_minmax", "padded_window", "solve_window"]
+__all__ = ["MAX_SOLVE_CELLS", "decimate_minmax", "opening_parameters", "padded_window", "solve_window",
+           "start_opening"]
 
 #: at most this many cells per solve request (the page shows up to 20 cards)
 MAX_SOLVE_CELLS = MAX_CELLS_PER_REQUEST
@@ -274,9 +279,90 @@ def _solve(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[
     return json_response(200, reply)
 
 
+
+
+
+# ------------------------------------------------------------------ the opening view
+#: The opening kernel is learned from at most this many cells, evenly spaced, so that a
+#: recording of tens of thousands of cells still opens in seconds.
+OPENING_CELLS = 500
+#: The opening λ in units of the traces' noise SD (the rule of thumb; tests/test_lambda_rule.py).
+OPENING_LAMBDA_PER_NOISE = 1.0
+
+
+def opening_parameters(traces: np.ndarray, fs: float, *, backend: str | None = None) -> dict[str, Any]:
+    """Where the page's sliders start: the kernel the data give, a noise-scaled λ, the filter.
+
+    The kernel is the one :func:`calab.run_cadecon` starts from, and with its default
+    settings also returns (:func:`calab.cadecon.starting_kernel`), learned from up to
+    :data:`OPENING_CELLS` evenly spaced cells.  λ is :data:`OPENING_LAMBDA_PER_NOISE` times
+    the median noise SD of those cells (:func:`calab.noise_sd`), and the band-pass filter is
+    on when ``run_cadecon``'s default settings filter (high- and low-pass both on).
+
+    Returns
+    -------
+    dict
+        ``{"tau_rise", "tau_decay", "lambda", "filter_enabled", "method", "cells",
+        "warnings"}``, or ``{"error": message}`` when the data give no kernel (the page
+        then keeps its fixed defaults).
+    """
+    from calab.cadecon import NATIVE_DEFAULTS, starting_kernel
+    from calab.noise import noise_sd
+
+    n_cells = traces.shape[0]
+    index = np.unique(np.linspace(0, n_cells - 1, min(n_cells, OPENING_CELLS)).round().astype(int))
+    rows = np.asarray(traces[index], dtype=np.float64)
+    try:
+        (tau_rise, tau_decay), info = starting_kernel(rows, fs, backend=backend, quiet=True)
+    except (ValueError, TypeError) as exc:
+        return {"error": f"no kernel could be learned from these traces: {exc}"}
+    if info.get("fallback"):
+        return {"error": "no activity to learn a kernel from", "warnings": info.get("warnings", [])}
+    noise = np.atleast_1d(noise_sd(rows))
+    return {
+        "tau_rise": float(tau_rise),
+        "tau_decay": float(tau_decay),
+        "lambda": float(OPENING_LAMBDA_PER_NOISE * np.median(noise)),
+        "filter_enabled": bool(NATIVE_DEFAULTS["hp_filter_enabled"] and NATIVE_DEFAULTS["lp_filter_enabled"]),
+        "method": info.get("method"),
+        "cells": int(index.size),
+        "warnings": list(info.get("warnings", [])),
+    }
+
+
+def start_opening(session: BridgeSession) -> Future:
+    """Begin computing the opening view in the background (once per session); its future."""
+    with session.lock:
+        future = session.cache.get("catune.opening")
+        if future is None:
+            future = Future()
+            session.cache["catune.opening"] = future
+            started = True
+        else:
+            started = False
+    if started:
+        def compute() -> None:
+            try:
+                future.set_result(opening_parameters(session.traces, float(session.fs)))
+            except Exception as exc:  # noqa: BLE001 - reported to the page, which keeps its defaults
+                future.set_result({"error": f"{type(exc).__name__}: {exc}"})
+
+        threading.Thread(target=compute, name="catune-opening", daemon=True).start()
+    return future
+
+
+def _opening(session: BridgeSession, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    return json_response(200, start_opening(session).result(timeout=_OPENING_TIMEOUT_S))
+
+
+#: The page waits at most this long for the opening view before keeping its defaults.
+_OPENING_TIMEOUT_S = 600.0
+
+
 register_app(dataclasses.replace(APPS["catune"], page_dir="catune", compute={
     "overview": ComputeRoute("GET", _overview),
     "minimap": ComputeRoute("GET", _minimap),
     "solve": ComputeRoute("POST", _solve),
     "spectrum": ComputeRoute("GET", _spectrum),
+    "opening": ComputeRoute("GET", _opening),
 }), replace=True)

@@ -8,7 +8,7 @@ Public names (re-exported by :mod:`calab`): :func:`run_cadecon`, :class:`DeconCo
 from __future__ import annotations
 
 from calab.cadecon.config import NATIVE_DEFAULTS, DeconConfig
-from calab.cadecon.loop import CaDeconWarning, run_cadecon
+from calab.cadecon.loop import CaDeconWarning, run_cadecon, starting_kernel
 from calab.cadecon.progress import CaDeconControl, CaDeconProgress
 from calab.cadecon.result import CaDeconResult
 
@@ -20,4 +20,5 @@ __all__ = [
     "CaDeconWarning",
     "DeconConfig",
     "run_cadecon",
+    "starting_kernel",
 ]

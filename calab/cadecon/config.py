@@ -1,9 +1,8 @@
-"""``DeconConfig``: the settings of automated deconvolution (CaDecon / InDeCa outer loop).
+"""``DeconConfig``: the settings of automated deconvolution (:func:`calab.run_cadecon`, CaDecon).
 
-The ten documented fields map 1:1 to the browser app's ``BridgeConfig`` (spec
-``indeca.md`` §6.1): ``None`` means "use the default", which for the browser is the
-app's own default and for :func:`calab.run_cadecon` is the value in
-:data:`NATIVE_DEFAULTS` below.  The remaining fields steer only the native loop (the
+The ten documented fields map 1:1 to the browser app's ``BridgeConfig``: ``None`` means
+"use the default", which for the browser is the app's own default and for
+:func:`calab.run_cadecon` is the value in :data:`NATIVE_DEFAULTS` below.  The remaining fields steer only the native loop (the
 browser app does not expose them); :meth:`DeconConfig.bridge_dict` leaves them out, so a
 hosted 0.3.0 app never sees a key it does not know.
 
@@ -39,65 +38,67 @@ BRIDGE_FIELDS = (
 
 
 class DeconConfig(BaseModel):
-    """Configuration for automated CaDecon deconvolution.
+    """Settings of automated deconvolution: how the kernel is learned and the cells solved.
 
-    Used by :func:`calab.run_cadecon` (native loop) and by :func:`calab.decon` (the
-    browser bridge).  Fields map 1:1 to the BridgeConfig TypeScript interface in
-    ``@calab/io``; only ``autorun`` is always serialized for the bridge, all other fields
-    use ``exclude_none=True`` so absent values fall through to the app's defaults
-    (see :meth:`bridge_dict`).  Fields after ``seed`` are native-loop settings.
-
-    Unknown field names are rejected (a typo would otherwise be silently ignored).
+    Pass one to :func:`calab.run_cadecon` (``config=``) or :func:`calab.decon`, or give the
+    same names as keywords (``calab.run_cadecon(traces, fs, max_iterations=5)``).  Every
+    field but ``autorun`` defaults to None, meaning "the default": for ``run_cadecon`` the value in
+    ``calab.cadecon.NATIVE_DEFAULTS``, for the browser app its own.  The first ten fields
+    are the ones the browser app understands (``bridge_dict()`` sends only those); the rest
+    steer ``run_cadecon`` alone.  A misspelt name is an error naming the closest setting.
+    Every field and its meaning is listed below (also in ``DeconConfig.model_json_schema()``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     # ---- the documented bridge fields (0.3.0 names, bounds and descriptions)
-    autorun: bool = Field(False, description="Auto-start solver after loading traces")
-    upsample_target: int | None = Field(None, gt=0, description="Target sampling rate (Hz) for upsampling")
-    hp_filter_enabled: bool | None = Field(None, description="Enable high-pass filter")
-    lp_filter_enabled: bool | None = Field(None, description="Enable low-pass filter")
-    max_iterations: int | None = Field(None, gt=0, le=200, description="Maximum solver iterations (1-200)")
-    convergence_tol: float | None = Field(None, gt=0, lt=1, description="Convergence tolerance (0-1 exclusive)")
-    num_subsets: int | None = Field(None, gt=0, description="Number of random subsets for optimization")
-    target_coverage: float | None = Field(None, gt=0, le=1, description="Fraction of data covered by subsets (0-1]")
-    aspect_ratio: float | None = Field(None, gt=0, description="Subset aspect ratio (>1 = wider, <1 = taller)")
-    seed: int | None = Field(None, description="Random seed for subset placement")
+    autorun: bool = Field(False, description="Browser app: start the run as soon as the traces are loaded")
+    upsample_target: int | None = Field(None, gt=0, description="Rate (Hz) the spikes are inferred at: the frame rate times a whole factor reaching about this (finer spike timing, slower)")
+    hp_filter_enabled: bool | None = Field(None, description="Remove slow drift from the traces before inferring spikes")
+    lp_filter_enabled: bool | None = Field(None, description="Remove noise faster than the kernel's rise before inferring spikes")
+    max_iterations: int | None = Field(None, gt=0, le=200, description="Most refinement rounds of the kernel (1-200); the default bispectral kernel needs none")
+    convergence_tol: float | None = Field(None, gt=0, lt=1, description="Refinement stops when the kernel's shape changes less than this between rounds (0-1)")
+    num_subsets: int | None = Field(None, gt=0, description="Number of windows (groups of cells x stretches of time) the kernel is refined on")
+    target_coverage: float | None = Field(None, gt=0, le=1, description="Fraction of the recording those windows cover together (0-1]")
+    aspect_ratio: float | None = Field(None, gt=0, description="Shape of each window: >1 more time and fewer cells, <1 the reverse")
+    seed: int | None = Field(None, description="Seed of the window placement (same seed, same result)")
 
     # ---- native-loop settings (not sent to a browser app)
     initialization: Literal["bispectrum", "autocovariance", "peaks"] | None = Field(
         None,
-        description="Starting kernel when no taus are given: 'bispectrum' (both taus fitted to the "
-        "phase of the traces' third-order spectrum; falls back to 'autocovariance' when the data "
-        "carry no third-order signal), 'autocovariance' (AR(2) fit of the traces' autocovariance, "
-        "noise removed at lag 0) or 'peaks' (the app's peak-seeded free kernel, spec §6.3)",
+        description="How the kernel is first estimated when no taus are given: 'bispectrum' (default: "
+        "both time constants fitted to the shape the traces' transients share, with no spike "
+        "inference; falls back to 'autocovariance' when the data show none), 'autocovariance' (fitted "
+        "to how each trace correlates with itself over time) or 'peaks' (the browser app's method: "
+        "kernels measured around detected events)",
     )
     refine: bool | None = Field(
         None,
-        description="Run the free-kernel refinement iterations (spec §6.4) after the starting kernel. "
-        "Default: not after a bispectral start, which they pull away from the truth "
-        "(docs/cadecon.md); always after given taus and the other starts",
+        description="Refine the first estimate by rounds of spike inference and kernel fitting. "
+        "Default: not after the bispectral estimate, which the rounds make worse on simulated data "
+        "(docs/cadecon.md); always after given taus and the other estimates",
     )
-    tau_rise: float | None = Field(None, gt=0, description="Starting rise time constant (s); skips the data-driven start")
+    tau_rise: float | None = Field(None, gt=0, description="Rise time constant (s) to start from instead of estimating one (give tau_decay too)")
     tau_decay: float | None = Field(
         None, gt=0, validate_default=True,
-        description="Starting decay time constant (s); skips the data-driven start",
+        description="Decay time constant (s) to start from instead of estimating one (give tau_rise too)",
     )
-    patience: int | None = Field(None, ge=1, le=10, description="Consecutive stable iterations that declare convergence")
-    min_iterations: int | None = Field(None, ge=0, le=10, description="Iterations before one can count as stable")
-    selection_window: int | None = Field(None, ge=1, le=20, description="Last iterations whose kernel shapes are median-combined")
-    noise_constrained: bool | None = Field(None, description="Threshold at the noise floor (app default) instead of maximum PVE")
+    patience: int | None = Field(None, ge=1, le=10, description="Rounds in a row with a stable kernel that count as converged")
+    min_iterations: int | None = Field(None, ge=0, le=10, description="Rounds before any can count as stable")
+    selection_window: int | None = Field(None, ge=1, le=20, description="The final kernel is the median shape of this many last rounds")
+    noise_constrained: bool | None = Field(None, description="Count events above the noise floor (the app's default) instead of where the fit explains the most variance")
     activity: Literal["counts", "continuous"] | None = Field(
         None,
-        description="What CaDeconResult.activity holds: thresholded event counts per frame (as the "
-        "app exports) or the continuous solution at the learned kernel; the other goes in metadata",
+        description="What CaDeconResult.activity holds: 'continuous' (default: non-negative activity at "
+        "the learned kernel, λ = each cell's noise SD) or 'counts' (whole events per frame, as the app "
+        "exports); the other one is in metadata",
     )
-    lambda_: float | None = Field(None, ge=0, description="L1 sparsity weight of the trace solves")
-    trace_max_iters: int | None = Field(None, ge=1, le=100_000, description="FISTA iteration cap per trace solve")
-    trace_tol: float | None = Field(None, ge=0, lt=1, description="FISTA relative tolerance of the trace solves")
-    kernel_max_iters: int | None = Field(None, ge=1, le=100_000, description="FISTA iteration cap of kernel estimation")
-    kernel_tol: float | None = Field(None, ge=0, lt=1, description="FISTA relative tolerance of kernel estimation")
-    kernel_smooth_lambda: float | None = Field(None, ge=0, description="Total-variation weight of kernel estimation")
+    lambda_: float | None = Field(None, ge=0, description="Sparsity weight of the event-counting solves (not of the continuous activity)")
+    trace_max_iters: int | None = Field(None, ge=1, le=100_000, description="Most solver iterations per trace solve")
+    trace_tol: float | None = Field(None, ge=0, lt=1, description="Relative tolerance that ends a trace solve")
+    kernel_max_iters: int | None = Field(None, ge=1, le=100_000, description="Most solver iterations of a kernel fit")
+    kernel_tol: float | None = Field(None, ge=0, lt=1, description="Relative tolerance that ends a kernel fit")
+    kernel_smooth_lambda: float | None = Field(None, ge=0, description="Smoothness weight of the measured kernels")
 
     @field_validator(
         "upsample_target", "max_iterations", "convergence_tol", "num_subsets", "target_coverage", "aspect_ratio",
@@ -146,6 +147,22 @@ class DeconConfig(BaseModel):
             if values[name] is None:
                 values[name] = default
         return ResolvedConfig(**values, tau_rise=checked.tau_rise, tau_decay=checked.tau_decay)
+
+
+def _field_docs(model: type[BaseModel]) -> str:
+    """The ``Attributes`` section of a model's docstring, from its fields' descriptions."""
+    import textwrap
+
+    lines = ["", "    Attributes", "    ----------"]
+    for name, field in model.model_fields.items():
+        kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        lines.append(f"    {name} : {kind}")
+        lines.extend(textwrap.wrap(field.description or "", 84, initial_indent="        ", subsequent_indent="        "))
+    return "\n".join(lines) + "\n"
+
+
+# help(DeconConfig) shows the class docstring, not pydantic's field metadata.
+DeconConfig.__doc__ = (DeconConfig.__doc__ or "").rstrip() + "\n" + _field_docs(DeconConfig)
 
 
 #: What ``None`` means in the native loop.  The documented fields keep the browser app's

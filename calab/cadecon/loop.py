@@ -42,7 +42,7 @@ from calab.cadecon.result import SCHEMA_VERSION, CaDeconResult, biexp_waveform
 from calab.cadecon.shape import ConvergenceTracker, peak_normaliser, select_final_taus, tau_to_shape
 from calab.cadecon.subsets import Subset, place_subsets
 
-__all__ = ["CaDeconWarning", "run_cadecon"]
+__all__ = ["CaDeconWarning", "run_cadecon", "starting_kernel"]
 
 #: Taus used when the data give no kernel at all (the app's fallback, spec §6.3).
 FALLBACK_TAUS = (0.2, 1.0)
@@ -480,13 +480,31 @@ def run_cadecon(
     control: CaDeconControl | None = None,
     **overrides: Any,
 ) -> CaDeconResult:
-    """Automated deconvolution: learn the calcium kernel from the data, then deconvolve every cell.
+    """Learn the calcium kernel from the traces, then deconvolve every cell with it.
 
-    The InDeCa outer loop of the CaDecon app (spec ``indeca.md`` §6), run natively and
-    batched on a compute backend: a starting kernel from the data, then rounds of
-    (solve all subset cells → estimate a free kernel per subset → bi-exponential fits →
-    median) until the kernel's shape stops changing, a final kernel from the median shape
-    of the last rounds, and a finalisation pass over every cell.
+    What it does, in order: it estimates the kernel's rise and decay time constants from
+    the shape that all cells' transients share (by default from the traces' third-order
+    statistics, the bispectrum, with no spike inference at all); it can then refine that
+    estimate by rounds of spike inference on windows of the recording and kernel fits
+    (not by default after the bispectral estimate); finally it solves every cell at the
+    learned kernel.  The browser app CaDecon runs the same rounds from another first
+    estimate (``initialization="peaks"``, always refined).
+
+    What comes back, and where: the learned time constants are
+    ``result.metadata["tau_rise"]`` and ``result.metadata["tau_decay"]`` (seconds; the
+    waveform is ``result.kernel_slow``); the inferred activity is ``result.activity``
+    (by default the continuous, non-negative solution at the learned kernel, λ = each
+    cell's noise SD; whole-event counts are in ``metadata["counts"]``); per-cell scale,
+    offset and the fraction of each trace's variance the fit explains are ``alphas``,
+    ``baselines`` and ``pves``.  In Jupyter the result displays as a summary table, and
+    ``result.plot(traces)`` draws the kernel and a few cells (``calab[plot]``).
+
+    When to worry: read ``result.metadata["warnings"]``.  It says when the rise is too fast
+    to be measured at this frame rate (the decay is still reliable), when the data show no
+    transients to learn from (a fixed fallback kernel was used), or when a single cell was
+    given.  ``metadata["converged"]`` is True when the kernel is final (see
+    ``docs/cadecon.md``); False after refinement rounds that ran out with the kernel still
+    changing.
 
     Parameters
     ----------
@@ -502,9 +520,9 @@ def run_cadecon(
         Compute backend (default: ``calab.use_backend`` → ``CALAB_BACKEND`` → the input's
         array library → auto).
     progress : callable, bool or None
-        A callable receiving :class:`CaDeconProgress` events; True for a terminal bar
-        (iteration, phase, current taus); False for silence; None (default): a bar when
-        stderr is a terminal or in a Jupyter notebook (a widget there).
+        A callable receiving :class:`CaDeconProgress` events; True for a bar (iteration,
+        phase, current taus); False for silence; None (default): a bar on a terminal or
+        in a notebook (a widget there).
     control : CaDeconControl, optional
         Pause, resume or stop the run from another thread (checked at phase boundaries).
     **overrides
@@ -515,7 +533,9 @@ def run_cadecon(
     CaDeconResult
         ``activity`` float32 ``(n_cells, n_timepoints)`` (a list for ragged input), per-cell
         ``alphas``/``baselines``/``pves`` float64, the learned kernel waveforms, ``fs`` and
-        ``metadata`` (taus used, fit parameters, convergence, per-iteration ``history``).
+        ``metadata``: the learned ``tau_rise``/``tau_decay``, how the kernel was found
+        (``initialization``), ``converged``, ``warnings``, ``elapsed_s``, per-round
+        ``history`` and the settings used (every key: ``docs/cadecon.md``).
 
     Raises
     ------
@@ -537,9 +557,12 @@ def run_cadecon(
     Warns
     -----
     CaDeconWarning
-        When no kernel could be learned (no activity), with a single cell, for cells
-        with no variation (constant traces: zero activity, named), or when a stop came
-        before any cell was solved.
+        When no kernel could be learned (no activity), the rise is not resolved, with a
+        single cell, for cells with no variation (constant traces: zero activity, named), or
+        when a stop came before any cell was solved (all listed in ``metadata["warnings"]``).
+    SuspiciousInputWarning
+        An array with far more cells than frames (transposed?) or starting time constants
+        that look like milliseconds.
 
     Notes
     -----
@@ -619,6 +642,60 @@ def _unscale(result: CaDeconResult, scales: np.ndarray, ragged: bool) -> CaDecon
         metadata["continuous_activity"] = back(metadata["continuous_activity"])
     return result._replace(activity=activity, alphas=result.alphas / scales, baselines=result.baselines / scales,
                            metadata=metadata)
+
+
+def starting_kernel(
+    traces: Any,
+    fs: float,
+    *,
+    config: DeconConfig | None = None,
+    backend: str | None = None,
+    quiet: bool = False,
+    **overrides: Any,
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The kernel :func:`run_cadecon` starts from: with its default settings, the kernel it returns.
+
+    Runs only the first phase of :func:`run_cadecon` (no spike inference, no refinement
+    rounds, no final pass over the cells), so it costs a fraction of the full run.  With
+    the defaults this is the kernel fitted to the traces' bispectrum; when the data carry no
+    usable third-order signal it is the autocovariance estimate (a warning in ``info``),
+    which ``run_cadecon`` would then refine.
+
+    Parameters
+    ----------
+    traces, fs, config, backend, **overrides
+        As for :func:`run_cadecon`.
+    quiet : bool
+        Only list the warnings in ``info`` instead of also issuing them as
+        :class:`CaDeconWarning` (for callers on another thread, where warning filters
+        cannot be scoped).
+
+    Returns
+    -------
+    (tau_rise, tau_decay) : tuple of float
+        Time constants in seconds.
+    info : dict
+        How they were found (``method``, the estimator's details, ``fallback`` when the
+        data gave no kernel and fixed taus were used) and the run's ``warnings``.
+    """
+    from calab.backends import resolve_backend
+
+    _, settings = _config(config, overrides)
+    rows, ragged = _as_rows(traces)
+    fs = _check_rows(rows, fs)
+    if not ragged and not quiet:
+        warn_if_transposed(rows.shape, stacklevel=3)
+    chosen = resolve_backend(backend, traces if not isinstance(traces, (list, tuple)) else None)
+    scales = power_of_two_scales(rows)  # as run_cadecon: tiny values scaled (the taus are scale-free)
+    if np.any(scales != 1.0):
+        rows = [row * scale for row, scale in zip(rows, scales)] if ragged else rows * scales[:, None]
+    run = _Run(rows, ragged, fs, settings, chosen, None, None)
+    if quiet:
+        run.warn = run.warnings.append  # type: ignore[method-assign]
+    subsets = place_subsets(run.n_cells, run.n_frames, settings.num_subsets, settings.target_coverage,
+                            settings.aspect_ratio, settings.seed)
+    taus, info = _starting_kernel(run, subsets)
+    return (float(taus[0]), float(taus[1])), {**info, "warnings": list(run.warnings)}
 
 
 def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:

@@ -14,7 +14,11 @@ SCHEMA_VERSION = 2
 
 
 class CaDeconResult(NamedTuple):
-    """Full result from CaDecon (automated deconvolution via InDeCa algorithm).
+    """What automated deconvolution returns: the learned kernel and every cell's activity.
+
+    The learned time constants are ``metadata["tau_rise"]`` and ``metadata["tau_decay"]``
+    (seconds); ``metadata["warnings"]`` says what deserves a look.  In Jupyter the result
+    displays as a summary table; ``plot(traces)`` draws the kernel and a few cells.
 
     Attributes
     ----------
@@ -31,7 +35,8 @@ class CaDeconResult(NamedTuple):
         Per-cell baseline estimates, shape ``(n_cells,)``, float64 (in the units of the
         filtered, floor-subtracted working trace, as in 0.3.0: a small residual offset).
     pves : np.ndarray
-        Per-cell proportion of variance explained, shape ``(n_cells,)``, float64.
+        Per-cell fraction of the (filtered) trace's variance the fit explains, shape
+        ``(n_cells,)``, float64: near 1 for clear transients, near 0 for noise.
     kernel_slow : np.ndarray
         Slow biexponential kernel waveform ``beta·(exp(-t/tau_decay) - exp(-t/tau_rise))``
         at ``t = k/fs``, ``k < int(5·tau_decay·fs)``, float32.  Empty when the run

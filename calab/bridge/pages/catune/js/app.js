@@ -33,7 +33,12 @@ const state = {
   peakMs: 8,
   fwhmMs: 2080,
   lambda: 0,
+  lambdaMax: 10,
   filter: false,
+  // The learned taus themselves while the sliders stay where the page opened: the
+  // peak/FWHM sliders map back to taus through a lookup table, which would round them.
+  exactTaus: null,
+  opening: null,
   mode: "top",
   count: 5,
   cols: 2,
@@ -53,6 +58,7 @@ window.__catune = state;
 
 // ------------------------------------------------------------------ parameters
 function taus() {
+  if (state.exactTaus) return state.exactTaus;
   return tausFromShape(state.peakMs / 1000, state.fwhmMs / 1000) ?? FALLBACK_TAUS;
 }
 
@@ -68,8 +74,12 @@ function syncParamInputs() {
   $("peak-box").value = state.peakMs.toFixed(1);
   $("fwhm-range").value = state.fwhmMs;
   $("fwhm-box").value = state.fwhmMs.toFixed(1);
+  for (const id of ["lambda-range", "lambda-box"]) {
+    $(id).max = state.lambdaMax;
+    $(id).step = state.lambdaMax / 1000;
+  }
   $("lambda-range").value = state.lambda;
-  $("lambda-box").value = state.lambda.toFixed(2);
+  $("lambda-box").value = state.lambda.toPrecision(3);
   $("filter-toggle").checked = state.filter;
   const { tauRise, tauDecay } = taus();
   $("taus").textContent = `τ rise ${(tauRise * 1000).toFixed(1)} ms · τ decay ${(tauDecay * 1000).toFixed(0)} ms`;
@@ -81,13 +91,15 @@ function syncParamInputs() {
 function setParam(name, value) {
   if (name !== "filter" && !Number.isFinite(value)) return;
   const before = [state.peakMs, state.fwhmMs, state.lambda, state.filter].join();
+  const shapeBefore = [state.peakMs, state.fwhmMs].join();
   if (name === "peak") state.peakMs = clamp(value, 5, Math.min(500, state.fwhmMs / 2));
   if (name === "fwhm") {
     state.fwhmMs = clamp(value, 20, 3000);
     if (state.peakMs > state.fwhmMs / 2) state.peakMs = Math.max(5, state.fwhmMs / 2);
   }
-  if (name === "lambda") state.lambda = clamp(value, 0, 10);
+  if (name === "lambda") state.lambda = clamp(value, 0, state.lambdaMax);
   if (name === "filter") state.filter = Boolean(value);
+  if ([state.peakMs, state.fwhmMs].join() !== shapeBefore) state.exactTaus = null;
   syncParamInputs();
   // a box's "change" on blur repeats the value it already set: nothing to re-solve
   if ([state.peakMs, state.fwhmMs, state.lambda, state.filter].join() === before) return;
@@ -1068,6 +1080,35 @@ function wireWizard() {
   $("start-over").addEventListener("click", () => window.location.reload());
 }
 
+// ------------------------------------------------------------------ opening view
+function niceCeiling(v) {
+  const step = 10 ** Math.floor(Math.log10(v));
+  return Math.ceil(v / step) * step;
+}
+
+/** Start at the kernel and λ the server learned from the data (sliders move from there). */
+function applyOpening(o) {
+  state.opening = o;
+  const note = $("opening-note");
+  if (!o || o.error || !(o.tau_rise > 0 && o.tau_decay > o.tau_rise)) {
+    note.textContent = `Opened at the default kernel: ${o && o.error ? o.error : "no kernel was learned"}.`;
+    return;
+  }
+  const peak = peakTime(o.tau_rise, o.tau_decay) * 1000;
+  const width = fwhm(o.tau_rise, o.tau_decay) * 1000;
+  state.peakMs = clamp(peak, 5, Math.min(500, width / 2));
+  state.fwhmMs = clamp(width, 20, 3000);
+  const representable = state.peakMs === peak && state.fwhmMs === width;
+  state.exactTaus = representable ? { tauRise: o.tau_rise, tauDecay: o.tau_decay } : null;
+  state.lambdaMax = Math.max(10, niceCeiling(5 * o.lambda));
+  state.lambda = o.lambda;
+  state.filter = Boolean(o.filter_enabled);
+  const how = o.method === "bispectrum" ? "bispectrum" : o.method;
+  note.textContent = `Opened at the kernel learned from ${o.cells} cells (${how}) and λ = the noise SD`
+    + ` (${o.lambda.toPrecision(3)}); move the sliders from here.`
+    + (o.warnings && o.warnings.length ? ` Note: ${o.warnings.join(" ")}` : "");
+}
+
 // ------------------------------------------------------------------ start
 async function main() {
   wireDashboard();
@@ -1086,6 +1127,13 @@ async function main() {
       }
       $("version").textContent = `calab ${state.version}`;
       state.client = client;
+      $("starting").hidden = false;
+      try {
+        applyOpening(await client.getJSON("/calab/v1/catune/opening"));
+      } catch (err) {
+        applyOpening({ error: `the server did not suggest a kernel (${err.message})` });
+      }
+      $("starting").hidden = true;
       await showDashboard(new BridgeSource(client, meta));
       client.startHeartbeat();
       return;
