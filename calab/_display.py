@@ -17,7 +17,11 @@ __all__ = ["cadecon_html", "cadecon_summary", "deconvolution_html", "kernel_sour
 
 def kernel_source(meta: dict) -> str:
     """How :func:`calab.run_cadecon` found its kernel, in words (from its metadata)."""
-    start = meta.get("initialization") or {}
+    start = meta.get("initialization")
+    if start is None:  # a result exported by the hosted CaDecon app
+        rounds = meta.get("num_iterations")
+        ending = "converged" if meta.get("converged") else "not converged"
+        return f"learned by the CaDecon app in {rounds} round{'s' if rounds != 1 else ''}, {ending}"
     method = start.get("method", "given")
     if not start.get("refined", True) and method == "bispectrum":
         return "fitted to the traces' bispectrum, no refinement rounds"

@@ -93,8 +93,8 @@ def read_traces(path_text: str) -> tuple[np.ndarray, float | None, Path]:
     traces = as_traces_2d(traces, f"Trace file {npy_path}")
     from calab._validate import transposed_message
 
-    looks_transposed = transposed_message(traces.shape, str(npy_path),
-                                          fix=f"save it with cells as rows: numpy.save('{npy_path}', numpy.load('{npy_path}').T)")
+    fix = f"save it with cells as rows: numpy.save('{npy_path}', numpy.load('{npy_path}').T)"
+    looks_transposed = transposed_message(traces.shape, str(npy_path), fix=fix)
     if looks_transposed:
         print(f"Warning: {looks_transposed}", file=sys.stderr)
     fs = sidecar.get("sampling_rate_hz")
