@@ -199,3 +199,40 @@ def test_doctor_agrees_with_calab_backend(backend, words, tmp_path):
         assert re.search(rf"calab computes on the CPU \({words}\)", out), out
         other = {"NumPy", "JAX"} - {words}
         assert not any(f"CPU ({name})" in out for name in other), out
+
+
+# --------------------------------------------------------------------------- tune
+def test_tune_on_the_command_line_saves_what_the_page_exports(recording):
+    from _bridge_client import BridgeClient, catune_export
+
+    folder, traces, _ = recording
+    environment = {k: v for k, v in os.environ.items() if k not in ("CALAB_DEBUG", "CALAB_BACKEND")}
+    environment["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen([*CALAB, "tune", "rec.npy", "--no-browser", "-o", "params.json"], cwd=folder,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Waiting for Export to Python"):
+                break
+        assert "Open that URL in a web browser on this machine.\n" in lines, lines
+        url = next(line for line in lines if line.startswith("CaTune page: ")).split(": ", 1)[1].strip()
+        page = BridgeClient(url)
+        status, opening = page.json("/calab/v1/catune/opening")  # what the page opens at
+        assert status == 200 and opening["tau_decay"] == pytest.approx(0.6, rel=0.25), opening
+        status, _ = page.json("/api/v1/params", catune_export(opening["tau_rise"], opening["tau_decay"],
+                                                               lam=opening["lambda"], filter_enabled=True))
+        assert status == 200
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    saved = json.loads((folder / "params.json").read_text())
+    assert saved == {"tau_rise": opening["tau_rise"], "tau_decay": opening["tau_decay"], "lambda_": opening["lambda"],
+                     "fs": 30.0, "filter_enabled": True}
+    assert "calab deconvolve rec.npy -p params.json" in out
+    ok(calab_cli("deconvolve", "rec.npy", "-p", "params.json", "-o", "from_tune.npy", "--backend", "numpy", cwd=folder))
+    band_passed = calab.bandpass_filter(traces, opening["tau_rise"], opening["tau_decay"], FS)
+    np.testing.assert_array_equal(np.load(folder / "from_tune.npy"), calab.run_deconvolution(
+        band_passed, FS, opening["tau_rise"], opening["tau_decay"], opening["lambda"], backend="numpy"))
