@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["noise_sd"]
+__all__ = ["noise_sd", "white_noise_sd"]
 
 
 def noise_sd(traces: Any) -> np.ndarray | float:
@@ -36,8 +36,24 @@ def noise_sd(traces: Any) -> np.ndarray | float:
         0 for traces shorter than 8 frames.
     """
     from calab._validate import _is_device, _to_host, check_real_array
-    from calab.cadecon.initialization import noise_sigma
 
     rows = check_real_array(_to_host(traces) if _is_device(traces) else traces, "traces", ndim=(1, 2))
-    values = noise_sigma(np.atleast_2d(np.asarray(rows, dtype=np.float64)))
+    values = white_noise_sd(np.atleast_2d(np.asarray(rows, dtype=np.float64)))
     return float(values[0]) if rows.ndim == 1 else values
+
+
+def white_noise_sd(traces: np.ndarray) -> np.ndarray:
+    """White-noise SD per row: root mean power over the top half of the rFFT bins.
+
+    ``traces`` is ``(n_cells, T)`` (host, any real dtype); returns ``(n_cells,)`` float64,
+    0 for ``T < 8``.  For white noise the expected power per bin is ``σ²``; calcium
+    transients put almost none of theirs above a quarter of the sampling rate.
+    """
+    traces = np.asarray(traces, dtype=np.float64)
+    n_frames = traces.shape[-1]
+    if n_frames < 8:
+        return np.zeros(traces.shape[:-1])
+    spectrum = np.fft.rfft(traces - traces.mean(axis=-1, keepdims=True), axis=-1)
+    bins = spectrum.shape[-1]
+    power = np.abs(spectrum[..., bins // 2 :]) ** 2 / n_frames
+    return np.sqrt(power.mean(axis=-1))

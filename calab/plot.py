@@ -8,9 +8,12 @@ one never opens a window or needs a display; a notebook shows the returned figur
 Most users call the result's own method::
 
     result = calab.run_cadecon(traces, fs)
-    result.plot(traces)                       # CaDeconResult.plot
+    result.plot(traces)                       # CaDeconResult.plot (calab.cadecon.figure)
     full = calab.run_deconvolution_full(traces, fs, 0.1, 0.6, lam)
-    full.plot(traces, fs, path="fit.png")     # DeconvolutionResult.plot
+    full.plot(traces, fs, path="fit.png")     # DeconvolutionResult.plot (plot_deconvolution)
+
+This module draws what any deconvolution has (trace, fit, activity); the CaDecon figure,
+which adds the learned kernel, is :func:`calab.cadecon.figure.plot_cadecon`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ __all__ = [
     "DEFAULT_CELLS",
     "FULL_VIEW_S",
     "most_active_cells",
-    "plot_cadecon",
     "plot_deconvolution",
     "save_figure",
 ]
@@ -52,7 +54,7 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
-def _host(array: Any, name: str) -> np.ndarray:
+def host_rows(array: Any, name: str) -> np.ndarray:
     """A float64 NumPy copy of a NumPy, CuPy or JAX array, at least 2-D (cells as rows)."""
     from calab._validate import _is_device, _to_host
 
@@ -74,14 +76,14 @@ def most_active_cells(traces: Any, activity: Any, count: int = DEFAULT_CELLS) ->
     """
     from calab.noise import noise_sd
 
-    rows, inferred = _host(traces, "traces"), _host(activity, "activity")
+    rows, inferred = host_rows(traces, "traces"), host_rows(activity, "activity")
     noise = np.atleast_1d(noise_sd(rows))
     score = np.abs(inferred).sum(axis=1) / np.where(noise > 0, noise, np.inf)
     order = np.argsort(-score, kind="stable")
     return order[: max(1, int(count))]
 
 
-def _chosen(cells: Any, n_cells: int, traces: np.ndarray, activity: np.ndarray, count: int) -> np.ndarray:
+def choose_cells(cells: Any, n_cells: int, traces: np.ndarray, activity: np.ndarray, count: int) -> np.ndarray:
     if cells is None:
         return most_active_cells(traces, activity, count)
     chosen = np.atleast_1d(np.asarray(cells))
@@ -93,7 +95,7 @@ def _chosen(cells: Any, n_cells: int, traces: np.ndarray, activity: np.ndarray, 
     return chosen.astype(int)
 
 
-def _window(window: Any, n_timepoints: int, fs: float, focus: np.ndarray) -> slice:
+def visible_frames(window: Any, n_timepoints: int, fs: float, focus: np.ndarray) -> slice:
     """Frames to draw: ``window=(start_s, stop_s)``, else all or :data:`ZOOM_S` s around the largest event."""
     duration = n_timepoints / fs
     if window is not None:
@@ -132,7 +134,7 @@ def _show_figures_inline() -> None:
         shell.run_line_magic("matplotlib", "inline")
 
 
-def _figure(rows: int, heights: list[float], width: float = 11.0) -> tuple[Any, Any]:
+def new_figure(rows: int, heights: list[float], width: float = 11.0) -> tuple[Any, Any]:
     _matplotlib()
     from matplotlib.figure import Figure
 
@@ -143,7 +145,7 @@ def _figure(rows: int, heights: list[float], width: float = 11.0) -> tuple[Any, 
     return figure, grid
 
 
-def _draw_cells(figure: Any, grid: Any, first_row: int, traces: np.ndarray, fit: np.ndarray | None,
+def draw_cells(figure: Any, grid: Any, first_row: int, traces: np.ndarray, fit: np.ndarray | None,
                 activity: np.ndarray, cells: np.ndarray, fs: float, frames: slice, trace_label: str,
                 activity_label: str) -> None:
     time = np.arange(frames.start, frames.stop) / fs
@@ -232,116 +234,18 @@ def plot_deconvolution(
     matplotlib.figure.Figure
         One pair of panels per cell: the trace with the fit on top, the activity below.
     """
-    rows = _host(traces, "traces")
-    activity = _host(result.activity, "result.activity")
-    fit_all = _host(result.reconvolution, "result.reconvolution")
+    rows = host_rows(traces, "traces")
+    activity = host_rows(result.activity, "result.activity")
+    fit_all = host_rows(result.reconvolution, "result.reconvolution")
     if activity.shape != rows.shape or fit_all.shape != rows.shape:
         raise ValueError(f"traces have shape {rows.shape} but the result's activity {activity.shape}: "
                          "pass the traces that were deconvolved")
     fs = float(fs)
-    chosen = _chosen(cells, rows.shape[0], rows, activity, count)
-    frames = _window(window, rows.shape[1], fs, activity[chosen[0]])
-    figure, grid = _figure(2 * len(chosen), [2.0, 0.8] * len(chosen))
-    _draw_cells(figure, grid, 0, rows, fit_all[chosen], activity, chosen, fs, frames, trace_label, "inferred activity")
+    chosen = choose_cells(cells, rows.shape[0], rows, activity, count)
+    frames = visible_frames(window, rows.shape[1], fs, activity[chosen[0]])
+    figure, grid = new_figure(2 * len(chosen), [2.0, 0.8] * len(chosen))
+    draw_cells(figure, grid, 0, rows, fit_all[chosen], activity, chosen, fs, frames, trace_label, "inferred activity")
     figure.suptitle(title or f"FISTA deconvolution: {len(chosen)} of {rows.shape[0]} cells", fontsize=11)
     if path is not None:
         save_figure(figure, path, overwrite=overwrite)
     return figure
-
-
-def _kernel_curve(tau_rise: float, tau_decay: float, times: np.ndarray) -> np.ndarray:
-    curve = np.exp(-times / tau_decay) - np.exp(-times / tau_rise)
-    return curve / curve.max()
-
-
-def _draw_kernel(axes: Any, meta: dict, given: tuple[float, float] | None) -> None:
-    from calab.cadecon.shape import tau_to_shape
-
-    learned = (meta["tau_rise"], meta["tau_decay"])
-    start = (meta.get("start_tau_rise"), meta.get("start_tau_decay"))
-    longest = max(v for v in (learned[1], start[1] or 0, (given or (0, 0))[1]) if v)
-    times = np.linspace(0, 4 * longest, 600)
-    peak, fwhm = tau_to_shape(*learned)
-    axes.plot(times, _kernel_curve(*learned, times), color=COLOURS["fit"], lw=2,
-              label=f"learned: rise {1000 * learned[0]:.0f} ms, decay {1000 * learned[1]:.0f} ms")
-    same_start = start[0] is not None and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(start, learned))
-    if start[0] is not None and not same_start:
-        axes.plot(times, _kernel_curve(*start, times), color=COLOURS["start"], lw=1.2, ls="--",
-                  label=f"starting: rise {1000 * start[0]:.0f} ms, decay {1000 * start[1]:.0f} ms")
-    if given is not None:
-        axes.plot(times, _kernel_curve(*given, times), color=COLOURS["given"], lw=1.5, ls=":", zorder=3,
-                  label=f"given: rise {1000 * given[0]:.0f} ms, decay {1000 * given[1]:.0f} ms")
-    axes.axvline(peak, color=COLOURS["fit"], lw=0.8, ls="-.")
-    axes.annotate(f"peak {1000 * peak:.0f} ms", (peak, 1.0), xytext=(6, -4), textcoords="offset points",
-                  fontsize=8, va="top", color="#444444")
-    from calab._display import kernel_source
-
-    note = kernel_source(meta) + ("; learned = starting kernel" if same_start else "")
-    axes.set_title(f"calcium kernel ({note}; FWHM {1000 * fwhm:.0f} ms)", fontsize=9, loc="left")
-    axes.set_xlabel("time after a spike (s)")
-    axes.set_ylabel("normalised")
-    axes.set_ylim(-0.05, 1.12)
-    axes.legend(loc="upper right", fontsize=8, frameon=False)
-
-
-def plot_cadecon(
-    traces: Any,
-    result: Any,
-    *,
-    cells: Any = None,
-    count: int = DEFAULT_CELLS,
-    window: tuple[float, float] | None = None,
-    given_taus: tuple[float, float] | None = None,
-    title: str | None = None,
-    backend: str | None = None,
-    path: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-) -> Any:
-    """The learned kernel and a few cells' trace, fit and activity of a :func:`calab.run_cadecon` result.
-
-    The top panel draws the learned kernel (peak-normalised, its peak time marked) against
-    the kernel the run started from, and ``given_taus`` when given (for example the true
-    kernel of simulated data).  Below it, each chosen cell's raw trace with the fit, and
-    its inferred activity.  The fit is :meth:`CaDeconResult.reconvolve` of the chosen cells:
-    they are solved again at the learned kernel with the λ ``run_cadecon`` used (a few
-    cells, so it is quick).
-
-    Parameters
-    ----------
-    traces : array_like, shape (n_cells, n_timepoints)
-        The traces given to :func:`calab.run_cadecon`.
-    result : CaDeconResult
-        Its result.
-    cells, count, window, title, path, overwrite
-        As in :func:`plot_deconvolution`.
-    given_taus : (tau_rise, tau_decay), optional
-        A kernel to compare with, in seconds.
-    backend : str, optional
-        Backend for the few re-solves (default: the usual resolution order).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    meta = result.metadata
-    if meta.get("tau_rise") is None or isinstance(result.activity, list):
-        raise ValueError("this result has no learned kernel or holds recordings of different lengths: "
-                         "plot_cadecon needs a finished run on a (n_cells, n_timepoints) array")
-    rows = _host(traces, "traces")
-    activity = _host(result.activity, "result.activity")
-    if activity.shape != rows.shape:
-        raise ValueError(f"traces have shape {rows.shape} but the result's activity {activity.shape}: "
-                         "pass the traces given to run_cadecon")
-    fs = float(result.fs)
-    chosen = _chosen(cells, rows.shape[0], rows, activity, count)
-    fit = _host(result.reconvolve(rows[chosen], backend=backend), "reconvolution")
-    frames = _window(window, rows.shape[1], fs, activity[chosen[0]])
-    figure, grid = _figure(1 + 2 * len(chosen), [1.8] + [2.0, 0.8] * len(chosen))
-    _draw_kernel(figure.add_subplot(grid[0]), meta, given_taus)
-    kind = "event counts per frame" if meta.get("activity_kind") == "counts" else "inferred activity"
-    _draw_cells(figure, grid, 1, rows, fit, activity, chosen, fs, frames, "raw trace", kind)
-    figure.suptitle(title or f"CaDecon: kernel learned from {rows.shape[0]} cells; {len(chosen)} shown", fontsize=11)
-    if path is not None:
-        save_figure(figure, path, overwrite=overwrite)
-    return figure
-

@@ -159,10 +159,10 @@ def test_lower_layers_do_not_import_upper_ones(lower, upper):
 LAYERS = (
     ("calab._hostmath", "calab._atomic", "calab._progress", "calab._errors"),
     ("calab.backends",),
-    ("calab._validate", "calab.kernel", "calab.filters"),
+    ("calab._validate", "calab.kernel", "calab.filters", "calab.noise"),
     ("calab.engine", "calab.fista"),
     ("calab.deconvolution", "calab.io", "calab.loaders", "calab.simulation", "calab.indeca",
-     "calab.datasets._dask", "calab.datasets._sources"),
+     "calab.datasets._dask", "calab.datasets._sources", "calab.plot", "calab._display"),
     ("calab.cadecon", "calab.datasets", "calab.demo", "calab._io"),
     ("calab.bridge", "calab.cli", "calab._cli", "calab.__main__"),
 )

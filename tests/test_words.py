@@ -43,7 +43,7 @@ def test_every_decon_config_field_is_described_in_help_and_the_schema():
         assert field.description, name
         assert schema[name].get("description") == field.description
         words = field.description.split()[:4]
-        assert re.search(rf"{name} : .*\n\s+{re.escape(' '.join(words))}", text), name
+        assert re.search(rf"{name} : .*\n[\s|]+{re.escape(' '.join(words))}", text), name
 
 
 def test_the_automated_path_says_what_comes_back_and_where():

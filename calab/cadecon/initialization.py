@@ -74,19 +74,13 @@ class AutocovarianceEstimate(NamedTuple):
 
 
 def noise_sigma(traces: np.ndarray) -> np.ndarray:
-    """White-noise SD per row: root mean power over the top half of the rFFT bins.
+    """White-noise SD per row (spec §2.4, step 1): :func:`calab.noise.white_noise_sd`.
 
     ``traces`` is ``(n_cells, T)``; returns ``(n_cells,)`` float64 (0 for ``T < 8``).
-    For white noise the expected power per bin is ``σ²`` (spec §2.4, step 1).
     """
-    traces = np.asarray(traces, dtype=np.float64)
-    n_frames = traces.shape[-1]
-    if n_frames < 8:
-        return np.zeros(traces.shape[:-1])
-    spectrum = np.fft.rfft(traces - traces.mean(axis=-1, keepdims=True), axis=-1)
-    bins = spectrum.shape[-1]
-    power = np.abs(spectrum[..., bins // 2 :]) ** 2 / n_frames
-    return np.sqrt(power.mean(axis=-1))
+    from calab.noise import white_noise_sd
+
+    return white_noise_sd(traces)
 
 
 def _detrend(traces: np.ndarray, fs: float) -> np.ndarray:

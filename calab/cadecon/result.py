@@ -100,16 +100,16 @@ class CaDeconResult(NamedTuple):
         """Figure of the learned kernel and a few cells' raw trace, fit and activity.
 
         ``traces`` are the traces given to ``run_cadecon``.  Options (``cells``, ``count``,
-        ``window``, ``given_taus``, ``path``, ...) are those of :func:`calab.plot.plot_cadecon`.
+        ``window``, ``given_taus``, ``path``, ...) are those of :func:`calab.cadecon.figure.plot_cadecon`.
         Needs matplotlib (``pip install "calab[plot]"``).  Returns a matplotlib Figure.
         """
-        from calab.plot import plot_cadecon
+        from calab.cadecon.figure import plot_cadecon
 
         return plot_cadecon(traces, self, **options)
 
     def _repr_html_(self) -> str:
         # Jupyter's display: kernel, cells, warnings and timing instead of raw arrays.
-        from calab._display import cadecon_html
+        from calab.cadecon.display import cadecon_html
 
         return cadecon_html(self)
 

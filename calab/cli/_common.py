@@ -209,7 +209,7 @@ def has_bridge(name: str) -> bool:
 
 def kernel_source(meta: dict) -> str:
     """How run_cadecon found its kernel, in words (from its metadata)."""
-    from calab._display import kernel_source as describe
+    from calab.cadecon.display import kernel_source as describe
 
     return describe(meta)
 

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         print("No results received.", file=sys.stderr)
         return 1
-    from calab._display import cadecon_summary
+    from calab.cadecon.display import cadecon_summary
 
     for line in cadecon_summary(result, traces.shape):
         print(line)
