@@ -383,7 +383,8 @@ def read_parameters(path: str | os.PathLike[str]) -> dict:
     dict
         ``tau_rise`` and ``tau_decay`` (s), ``lambda_`` (float, or None when the file gives
         a rule instead), ``lambda_per_noise`` (float or None), ``fs`` (Hz, or None when the
-        file does not say), ``filter_enabled`` (bool) and ``kind`` (``"catune-export"``,
+        file does not say), ``filter_enabled`` (bool), ``conv_mode`` (the operator a CaDecon
+        result was solved with; absent otherwise) and ``kind`` (``"catune-export"``,
         ``"tune"`` or ``"cadecon-results"``).
 
     Raises
@@ -418,6 +419,7 @@ def read_parameters(path: str | os.PathLike[str]) -> dict:
                                                   positive=False),
             "fs": None if fs is None else _parameter_number(fs, f"{path}: fs"),
             "filter_enabled": False,  # run_cadecon's continuous solve reads the raw traces
+            "conv_mode": metadata.get("continuous_conv_mode", "fft"),
             "kind": "cadecon-results",
         }
     if "tau_rise" in data and "tau_decay" in data and ("lambda_" in data or "lambda" in data):

@@ -56,6 +56,8 @@ _NO_KERNEL_MODES = ("Degenerate", "Empty")
 FINALIZATION_STEPS = 10
 #: λ per unit of noise SD of the continuous (FISTA) solution at the learned kernel.
 CONTINUOUS_LAMBDA_PER_NOISE = 1.0
+#: Operator of that solve (recorded in the metadata, so the solve can be repeated exactly).
+CONTINUOUS_CONV_MODE = "banded"
 #: Lowest sampling rate (Hz): frames further apart than the longest decay the kernel fits
 #: consider (5 s) carry no kernel shape (below about 0.06 Hz the bispectral start failed
 #: with "range() arg 3 must not be zero").
@@ -460,7 +462,7 @@ def _continuous(run: _Run, taus: tuple[float, float]) -> Any:
         lam = CONTINUOUS_LAMBDA_PER_NOISE * noise_sigma(block)
         # The banded AR(2) operator is O(T) per iteration and solves the same problem as the
         # FFT convolution (relative difference ~1e-3); at 120-160 Hz it is 2-6x faster.
-        out = run_deconvolution(block, run.fs, taus[0], taus[1], lam, conv_mode="banded",
+        out = run_deconvolution(block, run.fs, taus[0], taus[1], lam, conv_mode=CONTINUOUS_CONV_MODE,
                                 backend=run.backend_name, progress=False)
         return np.asarray(out, dtype=np.float32)
 
@@ -827,6 +829,7 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
         "activity_kind": "continuous" if chosen_activity is continuous else "counts",
         "continuous_activity" if chosen_activity is not continuous else "counts": other,
         "continuous_lambda_per_noise": CONTINUOUS_LAMBDA_PER_NOISE,
+        "continuous_conv_mode": CONTINUOUS_CONV_MODE,
         "stopped": stopped,
         "finalized": finalized,
         "warnings": list(run.warnings),

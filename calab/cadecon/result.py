@@ -67,9 +67,9 @@ class CaDeconResult(NamedTuple):
         """The model's fit to ``traces``: the continuous solution at the learned kernel, reconvolved.
 
         Solves ``traces`` (some or all of the cells given to ``run_cadecon``, as rows) with
-        non-negative FISTA at the learned kernel and the λ ``run_cadecon`` used for its
-        continuous activity (``metadata["continuous_lambda_per_noise"]`` times each
-        trace's noise), and returns ``kernel * activity + baseline``: the curve to lay
+        non-negative FISTA at the learned kernel with the λ and operator ``run_cadecon`` used
+        for its continuous activity (``metadata["continuous_lambda_per_noise"]`` times each
+        trace's noise, ``metadata["continuous_conv_mode"]``), and returns ``kernel * activity + baseline``: the curve to lay
         over the raw trace.  Meant for a few cells (figures); it costs one solve.
 
         Parameters
@@ -92,7 +92,8 @@ class CaDeconResult(NamedTuple):
         rows = np.atleast_2d(np.asarray(traces, dtype=np.float64))
         lam = float(meta.get("continuous_lambda_per_noise", 1.0)) * noise_sigma(rows)
         full = run_deconvolution_full(rows, self.fs, meta["tau_rise"], meta["tau_decay"], lam,
-                                      backend=backend, progress=False)
+                                      conv_mode=meta.get("continuous_conv_mode", "fft"), backend=backend,
+                                      progress=False)
         fit = np.asarray(full.reconvolution)
         return fit if np.ndim(traces) == 2 else fit[0]
 

@@ -103,6 +103,7 @@ class Settings:
     lam: float | None  # None: lambda_per_noise x each cell's noise SD
     lambda_per_noise: float
     filter_enabled: bool
+    conv_mode: str  # "banded" reproduces run_cadecon's continuous activity exactly
     from_export_only: bool  # a CaTune export, nothing overridden: deconvolve_from_export itself
 
     def describe_lambda(self) -> str:
@@ -148,7 +149,7 @@ def resolve_settings(args: argparse.Namespace, sidecar_fs: float | None, input_n
     filter_enabled = args.filter if args.filter is not None else bool(file.get("filter_enabled", False))
     overridden = any(value is not None for value in (args.fs, args.tau_rise, args.lam, args.filter))
     return Settings(float(fs), float(tau_rise), float(tau_decay), lam, float(per_noise), filter_enabled,
-                    file.get("kind") == "catune-export" and not overridden)
+                    file.get("conv_mode", "fft"), file.get("kind") == "catune-export" and not overridden)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,8 +197,8 @@ def run_in_memory(args: argparse.Namespace) -> int:
             if settings.filter_enabled:
                 working = bandpass_filter(traces, settings.tau_rise, settings.tau_decay, settings.fs, backend=backend)
             solve = run_deconvolution_full if full else run_deconvolution
-            result = solve(working, settings.fs, settings.tau_rise, settings.tau_decay, lam, backend=backend,
-                           progress=bar.callback)
+            result = solve(working, settings.fs, settings.tau_rise, settings.tau_decay, lam,
+                           conv_mode=settings.conv_mode, backend=backend, progress=bar.callback)
     activity = result.activity if full else result
     files = [(output, save_npy(activity))]
     if args.full:
