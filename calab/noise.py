@@ -34,10 +34,18 @@ def noise_sd(traces: Any) -> np.ndarray | float:
     -------
     numpy.ndarray of shape (n_cells,), float64, or float for a 1-D trace
         0 for traces shorter than 8 frames.
+
+    Raises
+    ------
+    ValueError
+        NaN or infinite values (the cell and frame are named), or an array that is not
+        1-D or 2-D.
+    TypeError
+        Non-numeric data.
     """
     from calab._validate import _is_device, _to_host, check_real_array
 
-    rows = check_real_array(_to_host(traces) if _is_device(traces) else traces, "traces", ndim=(1, 2))
+    rows = check_real_array(_to_host(traces) if _is_device(traces) else traces, "traces", ndim=(1, 2), finite=True)
     values = white_noise_sd(np.atleast_2d(np.asarray(rows, dtype=np.float64)))
     return float(values[0]) if rows.ndim == 1 else values
 
@@ -53,7 +61,12 @@ def white_noise_sd(traces: np.ndarray) -> np.ndarray:
     n_frames = traces.shape[-1]
     if n_frames < 8:
         return np.zeros(traces.shape[:-1])
-    spectrum = np.fft.rfft(traces - traces.mean(axis=-1, keepdims=True), axis=-1)
+    # Each row is divided by its largest magnitude first, so that powers of values near
+    # float64's range do not overflow; the SD scales back exactly.
+    centred = traces - traces.mean(axis=-1, keepdims=True)
+    scale = np.abs(centred).max(axis=-1, keepdims=True)
+    scale[~(scale > 0)] = 1.0
+    spectrum = np.fft.rfft(centred / scale, axis=-1)
     bins = spectrum.shape[-1]
     power = np.abs(spectrum[..., bins // 2 :]) ** 2 / n_frames
-    return np.sqrt(power.mean(axis=-1))
+    return np.sqrt(power.mean(axis=-1)) * scale[..., 0]

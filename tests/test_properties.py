@@ -345,6 +345,21 @@ def bandpass_args(draw, device: str | None) -> tuple[tuple, dict]:
 
 
 @st.composite
+def noise_sd_args(draw, device: str | None) -> tuple[tuple, dict]:
+    broken = draw(faults(ARRAY_FAULTS))
+    return (draw(arrays(broken, allow_device=device)),), {}
+
+
+def check_noise_sd(result: Any, args: tuple, kwargs: dict) -> None:
+    shape = _input_shape(args[0])
+    values = np.atleast_1d(np.asarray(result, dtype=np.float64))
+    assert values.shape == ((shape[0],) if len(shape) == 2 else (1,))
+    assert np.isfinite(values).all() and (values >= 0).all()
+    if len(shape) == 1:
+        assert isinstance(result, float)
+
+
+@st.composite
 def kernel_args(draw, device: str | None) -> tuple[tuple, dict]:
     broken = draw(faults(("fs", "tau_rise", "tau_decay")))
     return (TAU_RISE.draw(draw, "tau_rise" not in broken), TAU_DECAY.draw(draw, "tau_decay" not in broken),
@@ -679,6 +694,7 @@ ENTRY_POINTS = [
     EntryPoint("bandpass_filter", bandpass_args, VALUE_TYPE, check_bandpass, True,
                passes_through=lambda args: 0 < len(np.shape(args[0])) and np.shape(args[0])[-1] < 8),
     EntryPoint("build_kernel", kernel_args, VALUE_TYPE, check_kernel),
+    EntryPoint("noise_sd", noise_sd_args, VALUE_TYPE + (OverflowError,), check_noise_sd),
     EntryPoint("compute_lipschitz", lipschitz_args, VALUE_TYPE, check_lipschitz),
     EntryPoint("compute_upsample_factor", upsample_args, VALUE_TYPE, check_upsample),
     EntryPoint("tau_to_ar2", ar2_args, VALUE_TYPE, check_ar2),
@@ -838,6 +854,7 @@ def test_every_public_function_is_covered_or_listed() -> None:
         "CaDeconResult", "DeconConfig", "CaDeconProgress", "CaDeconControl", "CaDeconWarning",
         "HeadlessBrowser", "BridgeVersionError", "BridgeVersionWarning", "SeedResult",
         "DatasetLockedError", "DatasetMismatchError", "DatasetDamagedError", "DatasetDamageWarning",
+        "SuspiciousInputWarning",
         # open a browser page and wait for the user: input checks in tests/test_bridge*.py
         # and tests/test_decon_bridge.py
         "tune", "decon",
