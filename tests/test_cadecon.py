@@ -57,11 +57,9 @@ def test_result_contract(population, result):
     t = np.arange(int(5 * meta["tau_decay"] * 30.0)) / 30.0
     expected = meta["beta"] * (np.exp(-t / meta["tau_decay"]) - np.exp(-t / meta["tau_rise"]))
     np.testing.assert_allclose(res.kernel_slow, expected.astype(np.float32), rtol=1e-5, atol=1e-7)
-    # default: the continuous solution at the learned kernel; the counts ride along
+    # default: the continuous solution at the learned kernel; no counts solve unless asked for
     assert meta["activity_kind"] == "continuous" and res.activity.min() >= 0
-    counts = meta["counts"]
-    assert counts.shape == traces.shape and counts.dtype == np.float32
-    assert np.all(counts == np.round(counts)) and counts.min() >= 0 and counts.max() <= meta["upsample_factor"]
+    assert meta["counts"] is None and meta["alphas_source"] == "continuous"
     first = meta["history"][0]
     for key in ("tau_rise", "tau_decay", "kernel_rmse", "median_pve", "subsets", "t_peak", "fwhm"):
         assert key in first
@@ -105,7 +103,7 @@ def test_progress_events_in_phase_order(result):
 def test_deterministic_per_seed(population):
     small = population[0][:12, :900]
     settings = {**FAST, "max_iterations": 2, "num_subsets": 3}
-    first, again = run_cadecon(small, 30.0, **settings), run_cadecon(small, 30.0, **settings)
+    first, again = run_cadecon(small, 30.0, counts=True, **settings), run_cadecon(small, 30.0, counts=True, **settings)
     np.testing.assert_array_equal(again.activity, first.activity)
     np.testing.assert_array_equal(again.metadata["counts"], first.metadata["counts"])
     assert again.metadata["tau_decay"] == first.metadata["tau_decay"]

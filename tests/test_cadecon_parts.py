@@ -51,6 +51,7 @@ def test_config_documented_fields_and_defaults():
         ("patience", 0),
         ("initialization", "magic"),
         ("activity", "spikes"),
+        ("counts", "maybe"),
         ("lambda_", -1.0),
         ("convergence_tol", math.nan),
     ],

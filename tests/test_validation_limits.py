@@ -182,13 +182,19 @@ def test_solve_traces_on_tiny_values_gives_the_events_of_the_same_traces_at_unit
 
 def test_run_cadecon_on_tiny_values_gives_the_same_events(population):
     traces, fs = population
-    plain = calab.run_cadecon(traces, fs, **QUICK)
+    plain = calab.run_cadecon(traces, fs, counts=True, **QUICK)
     scale = 2.0**-100
-    tiny = calab.run_cadecon(traces * scale, fs, **QUICK)
+    tiny = calab.run_cadecon(traces * scale, fs, counts=True, **QUICK)
     np.testing.assert_array_equal(tiny.metadata["counts"], plain.metadata["counts"])
-    np.testing.assert_array_equal(tiny.alphas / scale, plain.alphas)
+    np.testing.assert_array_equal(tiny.alphas / scale, plain.alphas)  # per-event amplitudes scale
     np.testing.assert_array_equal(tiny.activity.astype(np.float64) / scale, plain.activity)
     assert tiny.activity.dtype == np.float32 and not tiny.metadata["warnings"]
+    # without counts the scalars describe the continuous activity: alpha is a ratio of amplitudes
+    plain, tiny = calab.run_cadecon(traces, fs, **QUICK), calab.run_cadecon(traces * scale, fs, **QUICK)
+    assert tiny.metadata["alphas_source"] == "continuous" and plain.alphas.min() > 0
+    np.testing.assert_array_equal(tiny.alphas, plain.alphas)
+    np.testing.assert_array_equal(tiny.baselines / scale, plain.baselines)
+    np.testing.assert_array_equal(tiny.pves, plain.pves)
 
 
 @pytest.mark.parametrize("call", [

@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "spec": {"initialization": "peaks", "upsample_target": 300, "max_iterations": 20, "convergence_tol": 0.005,
              "patience": 3, "min_iterations": 2, "selection_window": 5, "activity": "counts"},
+    "counts": {"counts": True},  # the default plus the InDeCa counts of every cell
     "peaks": {"initialization": "peaks"},
     "autocov": {"initialization": "autocovariance"},  # the default before the bispectral start (loop refines)
     "bispec+refine": {"initialization": "bispectrum", "refine": True},
@@ -182,7 +183,8 @@ def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: flo
         row["trail"] = [(h["iteration"], h.get("tau_rise"), h.get("tau_decay"), h.get("kernel_rmse")) for h in meta["history"]]
         counts = result.activity if meta["activity_kind"] == "counts" else meta["counts"]
         continuous = result.activity if meta["activity_kind"] == "continuous" else meta["continuous_activity"]
-        row["counts_corr"] = spike_correlation(counts, spikes, fs)
+        # the counts exist only when asked for (activity="counts" or the "counts" variant)
+        row["counts_corr"] = spike_correlation(counts, spikes, fs) if counts is not None else math.nan
         row["continuous_corr"] = spike_correlation(continuous, spikes, fs) if continuous is not None else math.nan
         row.update(oasis)
         row["counts_ratio"] = row["counts_corr"] / yardstick

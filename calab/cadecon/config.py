@@ -93,6 +93,12 @@ class DeconConfig(BaseModel):
         "the learned kernel, λ = each cell's noise SD) or 'counts' (whole events per frame, as the app "
         "exports); the other one is in metadata",
     )
+    counts: bool | None = Field(
+        None,
+        description="Also count whole events in every cell (the app's final pass) when activity is "
+        "'continuous': they go in metadata['counts'] and alphas/baselines/pves then describe them. "
+        "Default: only for activity='counts' (the continuous activity alone is several times cheaper)",
+    )
     lambda_: float | None = Field(None, ge=0, description="Sparsity weight of the event-counting solves (not of the continuous activity)")
     trace_max_iters: int | None = Field(None, ge=1, le=100_000, description="Most solver iterations per trace solve")
     trace_tol: float | None = Field(None, ge=0, lt=1, description="Relative tolerance that ends a trace solve")
@@ -132,6 +138,13 @@ class DeconConfig(BaseModel):
         if tau_rise is not None and tau_decay is not None and not tau_rise < tau_decay:
             raise ValueError(f"the starting tau_decay ({tau_decay} s) must exceed tau_rise ({tau_rise} s)")
         return tau_decay
+
+    @field_validator("counts")
+    @classmethod
+    def _counts_for_counts_activity(cls, counts: bool | None, info: ValidationInfo) -> bool | None:
+        if counts is False and info.data.get("activity") == "counts":
+            raise ValueError("activity='counts' needs the counts solve; drop counts=False or use activity='continuous'")
+        return counts
 
     def bridge_dict(self) -> dict[str, Any]:
         """The dict a browser app receives: ``autorun`` plus every documented field that is set."""
@@ -186,6 +199,7 @@ NATIVE_DEFAULTS: dict[str, Any] = {
     "selection_window": 3,  # evidence (app: 5)
     "noise_constrained": True,
     "activity": "continuous",  # evidence (app exports counts)
+    "counts": None,  # "auto": solved when activity="counts"
     "lambda_": 0.0,
     "trace_max_iters": 500,
     "trace_tol": 1e-4,
@@ -215,6 +229,7 @@ class ResolvedConfig:
     selection_window: int
     noise_constrained: bool
     activity: str
+    counts: bool | None
     lambda_: float
     trace_max_iters: int
     trace_tol: float
@@ -228,3 +243,8 @@ class ResolvedConfig:
         from dataclasses import asdict
 
         return asdict(self)
+
+    @property
+    def solve_counts(self) -> bool:
+        """Whether the finalisation solves InDeCa event counts (always for ``activity="counts"``)."""
+        return self.activity == "counts" or bool(self.counts)

@@ -454,21 +454,87 @@ def _finalize(run: _Run, taus: tuple[float, float]) -> tuple[Any, np.ndarray, np
     return activity, alphas, baselines, pves
 
 
-def _continuous(run: _Run, taus: tuple[float, float]) -> Any:
-    """FISTA (non-negative, the CaTune solver) at the learned kernel, λ scaled to each cell's noise."""
-    from calab.deconvolution import run_deconvolution
+def _continuous(run: _Run, taus: tuple[float, float], report: bool) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """FISTA (non-negative, the CaTune solver) at the learned kernel, λ scaled to each cell's noise.
 
-    def solve(block: np.ndarray) -> np.ndarray:
+    Returns the activity and, per cell, the least-squares fit of the solver's working trace
+    (the trace less its rolling baseline) by ``alpha·(K activity) + baseline`` over the
+    interior, with its PVE (:func:`_fit_scalars`).  With ``report`` the solve is the
+    finalisation phase: it reports its progress and honours pause and stop per cell chunk.
+    """
+    from calab.deconvolution import run_deconvolution_full
+
+    n = run.n_cells
+    done = [0]
+
+    def advance(cells: int) -> None:
+        done[0] += cells
+        run.event("finalization", done[0] / n)
+
+    def solve(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         lam = CONTINUOUS_LAMBDA_PER_NOISE * noise_sigma(block)
         # The banded AR(2) operator is O(T) per iteration and solves the same problem as the
         # FFT convolution (relative difference ~1e-3); at 120-160 Hz it is 2-6x faster.
-        out = run_deconvolution(block, run.fs, taus[0], taus[1], lam, conv_mode=CONTINUOUS_CONV_MODE,
-                                backend=run.backend_name, progress=False)
-        return np.asarray(out, dtype=np.float32)
+        out = run_deconvolution_full(block, run.fs, taus[0], taus[1], lam, conv_mode=CONTINUOUS_CONV_MODE,
+                                     backend=run.backend_name, progress=advance if report else False)
+        activity = np.asarray(out.activity, dtype=np.float32)
+        return (activity, *_fit_scalars(block, activity, np.asarray(out.reconvolution, dtype=np.float64),
+                                        taus, run.fs))
 
+    if report:
+        run.event("finalization", 0.0)
     if run.ragged:
-        return [solve(row.reshape(1, -1))[0] for row in run.rows]
+        parts = [solve(row.reshape(1, -1)) for row in run.rows]
+        return ([p[0][0] for p in parts], *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3)))
     return solve(run.rows)
+
+
+def _fit_scalars(traces: np.ndarray, activity: np.ndarray, reconvolution: np.ndarray, taus: tuple[float, float],
+                 fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(alphas, baselines, pves)`` of the continuous solution, each ``(n_cells,)`` float64.
+
+    The InDeCa definitions (spec ``indeca.md`` §2.2 S7 and §2.3) applied to the continuous
+    solve: ``alpha``, ``baseline`` minimise ``Σ (w − alpha·c − baseline)²`` over the interior
+    ``[pad, T − pad)``, ``pad = min(ceil(2·τd·fs), T // 4)``, where ``c = K activity`` (the
+    peak-normalised kernel's response, float64) and ``w`` is the working trace the solver fit
+    (``traces`` less the rolling baseline it removed, ``reconvolution − c``); a negative
+    slope or an activity without variation gives ``alpha = 0`` and ``baseline = mean(w)``.
+    ``pve = 1 − SS_res/SS_tot`` over the same samples (0 for a flat ``w``).  ``alpha`` is
+    then the factor between ``activity`` and the trace (about 1, a little above where the
+    L1 penalty shrank the events) and ``baseline`` a small residual offset, as in 0.3.0.
+
+    Parameters
+    ----------
+    traces, reconvolution : np.ndarray, shape (n_cells, T), float64
+    activity : np.ndarray, shape (n_cells, T), float32
+    """
+    from scipy.signal import lfilter
+
+    from calab.kernel import ar2_coefficients, ar2_impulse_peak
+
+    tau_rise, tau_decay = taus
+    g1, g2 = ar2_coefficients(tau_rise, tau_decay, fs)
+    gain = 1.0 / ar2_impulse_peak(g1, g2, tau_decay, fs)
+    # the banded operator: h[0] = 0, h[t] = gain·c_{t-1}, c_t = g1·c_{t-1} + g2·c_{t-2}
+    response = lfilter([0.0, gain], [1.0, -g1, -g2], activity.astype(np.float64), axis=-1)
+    work = traces - (reconvolution - response)
+    n_frames = traces.shape[-1]
+    pad = min(math.ceil(2.0 * tau_decay * fs), n_frames // 4)
+    if n_frames - 2 * pad > 0:
+        work, response = work[:, pad:n_frames - pad], response[:, pad:n_frames - pad]
+    w_mean, c_mean = work.mean(axis=1), response.mean(axis=1)
+    w_dev, c_dev = work - w_mean[:, None], response - c_mean[:, None]
+    spread = np.einsum("ij,ij->i", c_dev, c_dev)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.einsum("ij,ij->i", c_dev, w_dev) / spread
+    alpha = np.where((spread > 0) & np.isfinite(alpha) & (alpha > 0), alpha, 0.0)
+    baseline = w_mean - alpha * c_mean
+    residual = w_dev - alpha[:, None] * c_dev
+    total = np.einsum("ij,ij->i", w_dev, w_dev)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pve = 1.0 - np.einsum("ij,ij->i", residual, residual) / total
+    pve = np.where(total > 1e-20, pve, 0.0)
+    return alpha, baseline, pve
 
 
 # --------------------------------------------------------------------------- entry point
@@ -642,8 +708,9 @@ def _unscale(result: CaDeconResult, scales: np.ndarray, ragged: bool) -> CaDecon
         activity = back(activity)
     elif metadata.get("continuous_activity") is not None:
         metadata["continuous_activity"] = back(metadata["continuous_activity"])
-    return result._replace(activity=activity, alphas=result.alphas / scales, baselines=result.baselines / scales,
-                           metadata=metadata)
+    # An alpha of the continuous solution is a ratio of two amplitudes: it does not scale.
+    alphas = result.alphas if metadata.get("alphas_source") == "continuous" else result.alphas / scales
+    return result._replace(activity=activity, alphas=alphas, baselines=result.baselines / scales, metadata=metadata)
 
 
 def starting_kernel(
@@ -746,13 +813,20 @@ def _run(run: _Run, decon_config: DeconConfig) -> CaDeconResult:
     if finalize:
         run.taus = final_taus
         try:
-            activity, alphas, baselines, pves = _finalize(run, final_taus)
-            continuous = _continuous(run, final_taus)
+            # The InDeCa counts of every cell are most of a run's time: solved only when asked
+            # for; otherwise the scalars describe the continuous solution (docs/differences.md).
+            if settings.solve_counts:
+                activity, alphas, baselines, pves = _finalize(run, final_taus)
+                continuous = _continuous(run, final_taus, report=False)[0]
+            else:
+                continuous, alphas, baselines, pves = _continuous(run, final_taus, report=True)
+                activity = None
         except StopRequested:  # stop(finalize=False) while finalising
             stopped, finalize = True, False
     if not finalize:
         activity, alphas, baselines, pves = _subset_stage(run)
-    if finalize and not any(np.any(np.asarray(a) > 0) for a in (activity if run.ragged else [activity])):
+    found = activity if activity is not None else continuous
+    if finalize and not any(np.any(np.asarray(a) > 0) for a in (found if run.ragged else [found])):
         run.warn("no events were detected in any cell; activity is all zeros.")
     run.status = "done"
     if run.report is not None:
@@ -827,6 +901,9 @@ def _assemble(run: _Run, decon_config: DeconConfig, activity: Any, continuous: A
         "history": run.history,
         "subsets": [s._asdict() for s in subsets],
         "activity_kind": "continuous" if chosen_activity is continuous else "counts",
+        # what alphas/baselines/pves describe: the InDeCa counts (0.3.0), the continuous
+        # solution (when no counts were solved), or the last subset solves (not finalised)
+        "alphas_source": "subsets" if not finalized else ("counts" if activity is not None else "continuous"),
         "continuous_activity" if chosen_activity is not continuous else "counts": other,
         "continuous_lambda_per_noise": CONTINUOUS_LAMBDA_PER_NOISE,
         "continuous_conv_mode": CONTINUOUS_CONV_MODE,

@@ -30,12 +30,16 @@ class CaDeconResult(NamedTuple):
         (the other one is in ``metadata``, see ``metadata["activity_kind"]``).  For a list
         of recordings of different lengths: a list of 1-D float32 arrays.
     alphas : np.ndarray
-        Per-cell scaling factors, shape ``(n_cells,)``, float64.
+        Per-cell scaling factors, shape ``(n_cells,)``, float64: the least-squares factor
+        between ``K·activity`` and the solver's working trace.  For the event counts (the
+        browser app, ``activity="counts"`` or ``counts=True``) the amplitude of one event, as
+        in 0.3.0; for ``run_cadecon``'s default continuous activity, which is already in
+        trace units, about 1 (``metadata["alphas_source"]`` says which).
     baselines : np.ndarray
         Per-cell baseline estimates, shape ``(n_cells,)``, float64 (in the units of the
-        filtered, floor-subtracted working trace, as in 0.3.0: a small residual offset).
+        working trace, as in 0.3.0: a small residual offset).
     pves : np.ndarray
-        Per-cell fraction of the (filtered) trace's variance the fit explains, shape
+        Per-cell fraction of the working trace's variance that fit explains, shape
         ``(n_cells,)``, float64: near 1 for clear transients, near 0 for noise.
     kernel_slow : np.ndarray
         Slow biexponential kernel waveform ``beta·(exp(-t/tau_decay) - exp(-t/tau_rise))``
