@@ -160,7 +160,7 @@ def test_cadecon_native_summary_then_save_then_reuse(recording):
     assert kernel and 0.3 < float(kernel.group(2)) < 1.2, out
     assert "fitted to the traces' bispectrum" in out
     assert "Cells: 10 x 1200 frames at 30 Hz, on numpy" in out
-    assert re.search(r"^Spikes per cell \(thresholded events\): median \d+, range \d+-\d+$", out, re.MULTILINE)
+    assert re.search(r"^Spikes per cell: not counted \(counts=True, or --counts, ", out, re.MULTILINE)
     assert re.search(r"^Warnings: none$|^Warnings \(\d+\):$", out, re.MULTILINE)
     assert "array(" not in out  # no raw reprs
     save = re.search(r"^Nothing was saved\. To save the activity and the kernel: (calab .*)$", out, re.MULTILINE)
@@ -177,6 +177,10 @@ def test_cadecon_native_summary_then_save_then_reuse(recording):
     ok(calab_cli("deconvolve", "rec.npy", "-p", "rec_cadecon_results.json", "-o", "reused.npy", "--backend", "numpy",
                  cwd=folder))
     np.testing.assert_array_equal(np.load(folder / "reused.npy").astype(np.float32), learned)
+    # whole events on request
+    counted = ok(calab_cli("cadecon", "rec.npy", "--native", "--backend", "numpy", "--counts", cwd=folder)).stdout
+    assert re.search(r"^Spikes per cell \(thresholded events\): median \d+, range \d+-\d+$", counted, re.MULTILINE)
+    assert "--counts -o rec_cadecon" in counted
 
 
 # --------------------------------------------------------------------------- demo and doctor

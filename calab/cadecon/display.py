@@ -77,6 +77,9 @@ def cadecon_summary(result: Any, traces_shape: tuple[int, ...] | None = None) ->
             spikes = np.asarray(counts, dtype=np.float64).sum(axis=1)
             lines.append(f"Spikes per cell (thresholded events): median {np.median(spikes):.0f}, "
                          f"range {spikes.min():.0f}-{spikes.max():.0f}")
+        elif counts is None and kind == "continuous":
+            lines.append("Spikes per cell: not counted (counts=True, or --counts, counts whole events; "
+                         "several times slower)")
         if kind == "continuous":
             lines.append(f"Activity: continuous (non-negative FISTA at the learned kernel), median sum per cell "
                          f"{per_cell:.3g} in trace units")

@@ -562,9 +562,11 @@ def run_cadecon(
     ``result.metadata["tau_rise"]`` and ``result.metadata["tau_decay"]`` (seconds; the
     waveform is ``result.kernel_slow``); the inferred activity is ``result.activity``
     (by default the continuous, non-negative solution at the learned kernel, λ = each
-    cell's noise SD; whole-event counts are in ``metadata["counts"]``); per-cell scale,
+    cell's noise SD; whole-event counts only on request: ``counts=True`` puts them in
+    ``metadata["counts"]``, ``activity="counts"`` in ``result.activity``); per-cell scale,
     offset and the fraction of each trace's variance the fit explains are ``alphas``,
-    ``baselines`` and ``pves``.  In Jupyter the result displays as a summary table, and
+    ``baselines`` and ``pves`` (of the returned activity, or of the counts when they were
+    solved: ``metadata["alphas_source"]``).  In Jupyter the result displays as a summary table, and
     ``result.plot(traces)`` draws the kernel and a few cells (``calab[plot]``).
 
     When to worry: read ``result.metadata["warnings"]``.  It says when the rise is too fast

@@ -73,6 +73,9 @@ def add_parser(commands: Any) -> None:
     cadecon.add_argument("--max-iterations", type=int, default=None, help="--native: iteration cap (1-200)")
     cadecon.add_argument("--num-subsets", type=int, default=None, help="--native: number of subsets")
     cadecon.add_argument("--seed", type=int, default=None, help="--native: subset placement seed")
+    cadecon.add_argument("--counts", action="store_true", default=None,
+                         help="--native: also count whole events in every cell (several times slower); the "
+                              "summary then gives spikes per cell, and alphas/pves describe the counts")
     add_plot(cadecon)
     add_backend(cadecon)
     add_force(cadecon)
@@ -166,6 +169,8 @@ def save_command(args: argparse.Namespace) -> list[str]:
                         ("--seed", args.seed), ("--backend", args.backend)):
         if value is not None:
             words += [flag, str(value)]
+    if getattr(args, "counts", None):
+        words.append("--counts")
     return [shlex.quote(word) for word in words] + ["-o", shlex.quote(f"{stem}_cadecon")]
 
 
@@ -186,7 +191,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
     is a pydantic error, which ``main`` prints as one line) before any data is read."""
     from calab.cadecon import DeconConfig
 
-    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed")
+    overrides = {name: getattr(args, name) for name in ("max_iterations", "num_subsets", "seed", "counts")
                  if getattr(args, name, None) is not None}
     DeconConfig(**overrides)
     return overrides
