@@ -46,3 +46,30 @@ def assert_activity_matches(ours, reference, *, tolerance: float = 1e-3, min_pea
             continue
         pearson = float(np.corrcoef(mine, theirs)[0, 1])
         assert pearson >= min_pearson, f"cell {row}: max error {error / peak:.2e} of peak, Pearson r {pearson:.6f}"
+
+
+@pytest.fixture
+def jax_device_paths(monkeypatch):
+    """A JAX backend that keeps its own (GPU) code paths on the CPU.
+
+    On the CPU the JAX backend hands banded problems to the CPU backend's compiled
+    kernels; this instance does not (``CALAB_JAX_HOST_KERNELS=0``), so the code a GPU
+    runs is tested without one.
+    """
+    pytest.importorskip("jax")
+    if not backend_info("jax").usable:
+        pytest.skip(backend_info("jax").reason)
+    monkeypatch.setenv("CALAB_JAX_HOST_KERNELS", "0")
+    from calab.backends.jax import JaxBackend
+
+    instance = JaxBackend()
+    assert instance.host_backend() is None and instance.banded_by_fft
+    return instance
+
+
+@pytest.fixture(params=[_backend_param(name) for name in BACKEND_NAMES] + [pytest.param(None, id="jax-device-paths")])
+def ar2_backend(request):
+    """Every usable backend by name, plus JAX's GPU code paths on the CPU (an instance)."""
+    if request.param is None:
+        return request.getfixturevalue("jax_device_paths")
+    return request.param

@@ -22,19 +22,27 @@ MANIFEST = parity.manifest()
 #: cases where the reference only fits float rounding noise (a constant trace after the
 #: band-pass is ~1e-7 of FFT round-off): both sides must find no real signal (alpha ~ 0)
 NOISE_ONLY = {"constant"}
-#: cells (of 53) allowed to miss the per-cell parity criteria.  NumPy: the two
-#: noise-constrained cells documented in docs/differences.md (u4_noise/0, fs60_u5/0).  JAX
-#: evaluates the AR(2) operator by FFT (different float32 rounding), so a few more
-#: threshold decisions at a margin flip (measured: 7 cells, count correlation >= 0.94).
-JAX_ALLOWED_FAILURES = 8
-NUMPY_ALLOWED_FAILURES = 2
+#: cells allowed to miss the issue's per-cell criteria, on every backend: the two
+#: noise-constrained cells documented in docs/differences.md (u4_noise/0, fs60_u5/0)
+ALLOWED_FAILURES = 2
+
+_solved: dict[tuple[str, str], tuple[dict, object]] = {}
 
 
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.slow) if b == "jax" else b for b in BACKENDS])
+def solved(name: str, backend: str) -> tuple[dict, object]:
+    """``(golden case, our result)`` of one solve case, computed once per test session."""
+    key = (name, backend)
+    if key not in _solved:
+        entry = next(e for e in MANIFEST["solve"] if e["name"] == name)
+        _solved[key] = parity.solve_case(name, entry["kwargs"], backend)
+    return _solved[key]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_solve_trace_parity(backend):
     failures = []
     for entry in MANIFEST["solve"]:
-        case, result = parity.solve_case(entry["name"], entry["kwargs"], backend)
+        case, result = solved(entry["name"], backend)
         for i in range(case["traces"].shape[0]):
             if entry["name"] in NOISE_ONLY:
                 assert abs(result.alpha[i]) < 1e-6 and abs(case["scalars"][i][0]) < 1e-6
@@ -43,8 +51,39 @@ def test_solve_trace_parity(backend):
                                     result.pve[i], int(result.iterations[i]))
             if not m["ok"]:
                 failures.append((entry["name"], i, m))
-    allowed = JAX_ALLOWED_FAILURES if backend == "jax" else NUMPY_ALLOWED_FAILURES
-    assert len(failures) <= allowed, failures
+    assert len(failures) <= ALLOWED_FAILURES, failures
+
+
+#: golden cells that the JAX backend missed while it evaluated the AR(2) operator by FFT
+#: (count correlation down to 0.947, alpha up to 8 % off); NumPy meets all of them
+JAX_MISSED_BEFORE = [("u1_plain", 2), ("u4_filtered", 2), ("hp_only", 2), ("short_u4", 0),
+                     ("u10_app_long", 1), ("u10_app_long", 3), ("gcamp6s_short_u10", 3)]
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX is not installed")
+@pytest.mark.parametrize("name, cell", JAX_MISSED_BEFORE, ids=lambda v: str(v))
+def test_jax_meets_the_reference_where_it_diverged(name, cell):
+    case, result = solved(name, "jax")
+    m = parity.cell_metrics(case["s_counts"][cell], case["scalars"][cell], result.s_counts[cell], result.alpha[cell],
+                            result.pve[cell], int(result.iterations[cell]))
+    assert m["ok"], m
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX is not installed")
+@pytest.mark.parametrize("name", [e["name"] for e in MANIFEST["solve"]])
+def test_jax_on_the_cpu_solves_exactly_like_numpy(name):
+    # JAX's arrays live in host memory on the CPU, and InDeCa runs on the CPU backend's
+    # compiled kernels there: every output equals NumPy's, so JAX meets the reference
+    # exactly where NumPy does (before, the AR(2) operator by FFT and XLA's fused
+    # multiply-adds moved 7 of the golden cells off the criteria).
+    from calab.backends import get_backend
+
+    if get_backend("jax").host_backend() is None:
+        pytest.skip("JAX runs on an accelerator here")
+    _, ours = solved(name, "jax")
+    _, oracle = solved(name, "numpy")
+    for field in ("s_counts", "alpha", "baseline", "threshold", "pve", "iterations", "converged", "filtered_trace"):
+        np.testing.assert_array_equal(getattr(ours, field), getattr(oracle, field), err_msg=field)
 
 
 def test_solve_trace_single_matches_documented_types():

@@ -56,6 +56,15 @@ def solve_cases() -> list[dict]:
     add("warm_u1_noise", base, "u=1, noise-constrained, warm counts", warm=np.stack([calab.solve_trace(row, fs=30.0, noise_constrained=True, **GCAMP6F).s_counts for row in base]).astype(np.float64), fs=30.0, noise_constrained=True, **GCAMP6F)
     fast60 = calcium_traces(102, 3, 1200, fs=60.0, rate_hz=1.0, noise_sd=0.1, offset=0.0, drift=0.3, tau_rise=0.05, tau_decay=0.3)
     add("fs60_u5", fast60, "60 Hz data (jGCaMP8f-like taus), u=5, HP+LP, noise-constrained", fs=60.0, upsample_factor=5, noise_constrained=True, tau_rise=0.05, tau_decay=0.3, **app)
+    # traces on which the JAX backend once diverged from 0.3.0 (the AR(2) operator by FFT):
+    # gcamp6f at u = 10 (cells 1 and 3) and a short gcamp6s recording (cell 3)
+    gcamp6f_u10 = calcium_traces(504, 4, 1800, fs=30.0, rate_hz=1.0, noise_sd=0.1, offset=1.0, drift=0.3, **GCAMP6F)
+    add("u10_app_long", gcamp6f_u10, "gcamp6f, 60 s at 30 Hz, u=10, HP+LP, noise-constrained", fs=30.0, upsample_factor=10,
+        noise_constrained=True, **GCAMP6F, **app)
+    gcamp6s = dict(tau_rise=0.4, tau_decay=1.8)
+    short_6s = calcium_traces(503, 6, 300, fs=30.0, rate_hz=1.0, noise_sd=0.1, offset=1.0, drift=0.2, **gcamp6s)
+    add("gcamp6s_short_u10", short_6s, "gcamp6s, 10 s at 30 Hz, u=10, HP+LP, noise-constrained", fs=30.0, upsample_factor=10,
+        noise_constrained=True, **gcamp6s, **app)
     short = calcium_traces(103, 2, 12, fs=30.0, rate_hz=2.0, noise_sd=0.05, **GCAMP6F)
     add("short_u4", short, "12-sample traces (shorter than the 249-sample kernel), u=4, HP+LP", fs=30.0, upsample_factor=4, **GCAMP6F, **app)
     add("short_u1", short, "12-sample traces, u=1", fs=30.0, **GCAMP6F)

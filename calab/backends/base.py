@@ -255,5 +255,14 @@ class Backend(ABC):
     #: threads over row blocks) apply.
     host_arrays: bool = False
 
+    def host_backend(self) -> Backend | None:
+        """The backend whose compiled host kernels work on this backend's memory, if any.
+
+        The CPU backend for itself and for JAX on the CPU (host memory, no transfer);
+        None on GPUs.  Pipelines that depend on the reference's exact float32 rounding
+        (InDeCa's solve) run there.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"<calab backend {self.name!r}>"

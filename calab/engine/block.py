@@ -38,9 +38,10 @@ _plans_lock = threading.Lock()
 def get_plan(backend: Backend, problem: Problem, n_timepoints: int) -> SolvePlan:
     """The plan of ``problem`` for activity rows of ``n_timepoints`` (bounded LRU cache).
 
-    Keyed by what changes the plan: the backend, the problem's identity and the length.
+    Keyed by what changes the plan: the backend (and whether it evaluates the banded
+    operator by FFT), the problem's identity and the length.
     """
-    key = (backend.name, problem.key, int(n_timepoints))
+    key = (backend.name, bool(backend.banded_by_fft), problem.key, int(n_timepoints))
     with _plans_lock:
         plan = _plans.get(key)
         if plan is not None:

@@ -293,7 +293,9 @@ def solve_traces(
     noise_constrained : bool
         Select thresholds by the noise-floor rule instead of maximum PVE.
     backend : str, optional
-        ``"numpy"``, ``"jax"``, ``"cupy"`` or None (resolve as everywhere in calab).
+        ``"numpy"``, ``"jax"``, ``"cupy"`` or None (resolve as everywhere in calab).  JAX
+        on the CPU runs the CPU backend's compiled kernels (identical results to
+        ``"numpy"``); on a GPU, JAX and CuPy run on the device.
 
     Returns
     -------
@@ -342,6 +344,11 @@ def solve_traces(
     rows, ragged = check_rows(traces, "traces", sum_length=lambda length: length * factor)
     width = 0 if ragged or len(np.shape(traces)) != 2 else int(np.shape(traces)[1])
     chosen = resolve_backend(backend, traces if not ragged else None)
+    # Where the backend's arrays live in host memory (NumPy; JAX on the CPU), the whole
+    # pipeline runs on the CPU backend's compiled kernels: they reproduce the reference's
+    # float32 rounding, which XLA's CPU code does not (fused multiply-adds), and the
+    # per-round glue then compiles nothing.  GPUs run on their own backend.
+    chosen = chosen.host_backend() or chosen
     n_cells = len(rows)
     lengths = np.array([r.size for r in rows], dtype=np.int64)
     if n_cells:

@@ -207,6 +207,9 @@ class NumpyBackend(Backend):
             x_new, y_new, np.where(restart, 1.0, t_next), k, ~converged & (k < plan.max_iterations), converged
         )
 
+    def host_backend(self) -> Backend:
+        return self
+
     def rolling_quantile(self, traces: np.ndarray, window: int, quantile: float) -> np.ndarray:
         blocks = np.array_split(np.arange(traces.shape[0]), min(self.workers, traces.shape[0]))
         if len(blocks) == 1:
