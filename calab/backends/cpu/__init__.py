@@ -4,7 +4,9 @@ What differs from the generic algorithm here:
 
 * FFTs are ``scipy.fft`` with ``workers=`` (all cores), single precision.
 * The banded AR(2) recursions are Numba kernels (``scipy.signal.lfilter`` along the time
-  axis without Numba), sequential or segmented (``ar2_segment_lanes``).
+  axis without Numba), sequential or segmented (``ar2_segment_lanes``).  Banded FISTA
+  solves run in SIMD lane blocks (:mod:`._lanes`): up to 8 cells time-major, one
+  vector per time step, the whole iteration in two passes over memory.
 * The rolling order statistic is ``scipy.ndimage.rank_filter`` (exact).
 * The FISTA driver runs cache-sized cell blocks on a thread pool: NumPy ufuncs and
   pocketfft release the GIL, so blocks of a few cells keep every core busy and their
@@ -23,7 +25,7 @@ from calab._hostmath import rolling_rank
 from calab.backends import BackendInfo
 from calab.backends.base import Backend
 from calab.backends.types import FistaOutcome, FistaState
-from calab.backends.cpu import _kernels
+from calab.backends.cpu import _kernels, _lanes
 
 __all__ = ["NumpyBackend", "rolling_quantile_host"]
 
@@ -241,20 +243,31 @@ class NumpyBackend(Backend):
     def min_chunk_cells(self) -> int:
         return self.workers * 32
 
+    def fista_batch(self, plan, work, threshold, x0=None, valid=None):
+        """Banded solves in SIMD lane blocks (:mod:`._lanes`); the generic step otherwise."""
+        if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
+            return _lanes.LaneBatch(plan, work, threshold, x0)
+        return super().fista_batch(plan, work, threshold, x0, valid)
+
     def run_fista(self, plan, work, threshold, x0=None, valid=None):
         """The driver skeleton per block of cells, blocks on the thread pool."""
         n_cells = work.shape[0]
         n = plan.n_timepoints
-        # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
-        # keep its SIMD lanes full; blocks are split evenly so every worker gets the same
-        # share (a finished cell is dropped from its block, not waited for).
-        per_block = 32 if n <= 65536 else 8
-        blocks = self.workers * max(1, -(-n_cells // (self.workers * per_block)))
-        block = max(1, -(-n_cells // blocks))
-        starts = list(range(0, n_cells, block))
+        if n_cells == 0:
+            return Backend.run_fista(self, plan, work, threshold, x0, valid)
+        if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
+            # one SIMD lane per cell, up to 16 cells per block, blocks spread evenly
+            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers)]
+        else:
+            # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
+            # keep its SIMD lanes full; blocks are split evenly so every worker gets the
+            # same share (a finished cell is dropped from its block, not waited for).
+            per_block = 32 if n <= 65536 else 8
+            count = self.workers * max(1, -(-n_cells // (self.workers * per_block)))
+            size = max(1, -(-n_cells // count))
+            blocks = [slice(start, start + size) for start in range(0, n_cells, size)]
 
-        def solve(start: int) -> FistaOutcome:
-            rows = slice(start, start + block)
+        def solve(rows: slice) -> FistaOutcome:
             return Backend.run_fista(
                 self,
                 plan,
@@ -264,10 +277,10 @@ class NumpyBackend(Backend):
                 None if valid is None else valid[rows],
             )
 
-        if len(starts) == 1 or self.workers == 1:
-            outcomes = [solve(s) for s in starts]
+        if len(blocks) <= 1 or self.workers == 1:
+            outcomes = [solve(rows) for rows in blocks]
         else:
-            outcomes = list(self._executor().map(solve, starts))
+            outcomes = list(self._executor().map(solve, blocks))
         return FistaOutcome(
             np.concatenate([o.x for o in outcomes]),
             np.concatenate([o.iterations for o in outcomes]),
