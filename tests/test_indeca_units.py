@@ -148,3 +148,45 @@ def test_private_keep_up_returns_the_binary_train_behind_the_counts():
     assert kept["s_binary"].sum() > 0
     np.testing.assert_array_equal(binary_to_counts(np, kept["s_binary"], 3), kept["s_counts"])
     np.testing.assert_array_equal(plain["s_counts"], kept["s_counts"])
+
+
+def test_compiled_threshold_evaluation_matches_its_definition():
+    # The compiled candidate evaluation (16 candidates per SIMD vector) against the
+    # definition written out with NumPy: spike train, the float32 AR(2) recursion of the
+    # row kernels, float64 sums in sample order, the least-squares fit and the closed-form
+    # SSE (over the interior, or over the noise grid).
+    from calab.backends.cpu import _kernels
+    from calab.indeca._compiled import _fit, threshold_sse
+
+    if threshold_sse is None or not _kernels.HAVE_NUMBA:
+        pytest.skip("needs Numba")
+    rng = np.random.default_rng(7)
+    rows, n, lo, hi, stride = 2, 400, 30, 370, 4
+    xhat = (rng.random((rows, n)) ** 6).astype(np.float32)
+    target = rng.standard_normal((rows, n)).astype(np.float32)
+    thetas = np.sort(rng.random((rows, 21)), axis=1).astype(np.float32)
+    thetas[0, 3] = np.inf  # an absent candidate
+    g1, g2, gain = np.float32(1.8), np.float32(-0.81), np.float32(0.1)
+
+    def sequential(values):
+        return float(np.add.accumulate(values)[-1]) if values.size else 0.0
+
+    for noise_mode in (False, True):
+        alpha, base, sse = (np.zeros(thetas.shape) for _ in range(3))
+        threshold_sse(xhat, target, thetas, g1, g2, gain, lo, hi, lo, stride, noise_mode, alpha, base, sse)
+        for b in range(rows):
+            y = target[b].astype(np.float64)
+            for j, theta in enumerate(thetas[b]):
+                if not np.isfinite(theta):
+                    assert (alpha[b, j], base[b, j], sse[b, j]) == (0.0, 0.0, np.inf)
+                    continue
+                model = np.empty((1, n), np.float32)
+                _kernels.ar2_forward((xhat[b : b + 1] >= theta).astype(np.float32), g1, g2, gain, model)
+                c = model[0].astype(np.float64)
+                sums = [sequential(v) for v in (c[lo:hi], c[lo:hi] ** 2, c[lo:hi] * y[lo:hi])]
+                a, c0 = _fit(sums[0], sums[1], sums[2], sequential(y[lo:hi]), hi - lo)
+                grid = np.arange(lo, n - lo, stride) if noise_mode else np.arange(lo, hi)
+                s = [sequential(v) for v in (c[grid], c[grid] ** 2, c[grid] * y[grid], y[grid], y[grid] ** 2)]
+                expected = s[4] - 2 * a * s[2] - 2 * c0 * s[3] + a * a * s[1] + 2 * a * c0 * s[0] + c0 * c0 * grid.size
+                assert alpha[b, j] == a and base[b, j] == c0
+                assert sse[b, j] == pytest.approx(max(expected, 0.0), rel=1e-12, abs=1e-12)

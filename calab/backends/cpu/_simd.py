@@ -33,6 +33,7 @@ __all__ = [
     "store",
     "sub",
     "where",
+    "where_greater_equal",
     "widen",
 ]
 
@@ -164,6 +165,20 @@ def where(typingctx, mask, a, b):
         return builder.select(builder.fcmp_unordered("!=", args[0], zero), args[1], args[2])
 
     return vector(mask, a, b), codegen
+
+
+@intrinsic
+def where_greater_equal(typingctx, a, b, x, y):
+    """Lane-wise ``x if a >= b else y`` (an ordered compare, as Numba's scalar ``>=``)."""
+    compared = _same_vectors(a, b)
+    vector = _same_vectors(x, y)
+    if compared.width != vector.width:
+        raise TypingError("where_greater_equal() takes vectors of one width")
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.fcmp_ordered(">=", args[0], args[1]), args[2], args[3])
+
+    return vector(a, b, x, y), codegen
 
 
 @intrinsic
