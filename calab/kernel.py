@@ -98,7 +98,9 @@ def build_kernel(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
     return _kernel_unchecked(float(tau_rise), float(tau_decay), float(fs))
 
 
-def _kernel_unchecked(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+def _kernel_float64(tau_rise: float, tau_decay: float, fs: float) -> tuple[np.ndarray, float, float, float]:
+    """``build_kernel`` before rounding: ``(h, decay, rise, peak)`` with
+    ``h[j] = (decay**j − rise**j)/peak`` (float64), ``decay = exp(−dt/τd)``, ``rise = exp(−dt/τr)``."""
     tau_rise = _clamp_near_equal(tau_rise, tau_decay)
     dt = 1.0 / fs
     length = max(2, math.ceil(KERNEL_LENGTH_CONSTANT * tau_decay / dt))
@@ -107,7 +109,11 @@ def _kernel_unchecked(tau_rise: float, tau_decay: float, fs: float) -> np.ndarra
     peak = max(0.0, float(h.max()))
     if peak > 0:
         h = h / peak
-    return h.astype(np.float32)
+    return h, math.exp(-dt / tau_decay), math.exp(-dt / tau_rise), peak if peak > 0 else 1.0
+
+
+def _kernel_unchecked(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+    return _kernel_float64(tau_rise, tau_decay, fs)[0].astype(np.float32)
 
 
 def dc_gain(kernel: np.ndarray) -> float:

@@ -151,3 +151,55 @@ def test_simd_vectors_do_what_the_scalar_code_does():
     scalar_ops(a, b, mask, truth)
     np.testing.assert_array_equal(ours.view(np.uint32), truth.view(np.uint32))  # signed zeros too
     np.testing.assert_array_equal(wide, a.astype(np.float64))
+
+
+def _dense_taps(taps: np.ndarray, n: int) -> np.ndarray:
+    matrix = np.zeros((n, n))
+    for j, tap in enumerate(np.asarray(taps, dtype=np.float64)[:n]):
+        matrix += tap * np.eye(n, k=-j)
+    return matrix
+
+
+@pytest.mark.parametrize("constraint", ["nonneg", "box01"])
+def test_fft_mode_by_recursions_solves_the_fft_mode_problem(constraint):
+    # FFT mode's kernel is a truncated difference of two exponentials (build_kernel); the
+    # lanes apply it by float64 recursions.  Truth: the dense operator of the float32 taps
+    # (KKT optimality of the solution) and the FFT path on the same problem.
+    from calab.engine import KernelTaps, Problem, StoppingRule
+    from calab.engine.block import get_plan
+
+    cpu = get_backend("numpy")
+    fs, n, rows = 30.0, 600, 5
+    operator = KernelTaps.from_taus(0.1, 0.6, fs)
+    A = _dense_taps(operator.taps, n)
+    rng = np.random.default_rng(11)
+    spikes = (rng.random((rows, n)) < 0.03).astype(np.float64)
+    work = (spikes @ A.T * (0.5 if constraint == "box01" else 3.0) + 0.02 * rng.standard_normal((rows, n))).astype(np.float32)
+    problem = Problem(operator, StoppingRule(4000, 1e-7, 5), constraint)
+    plan = get_plan(cpu, problem, n)
+    assert plan.exponentials is not None and plan.exponentials[-1] == operator.taps.size
+    lam = np.array([0.0, 0.01, 0.05, 0.1, 0.2])
+    threshold = plan.thresholds(lam)
+    ours = cpu.run_fista(plan, work, threshold)
+    fft_plan = get_plan(cpu, Problem(KernelTaps(operator.taps), StoppingRule(4000, 1e-7, 5), constraint), n)
+    assert fft_plan.exponentials is None
+    expected = _row_path(fft_plan, work, threshold)
+    upper = 1.0 if constraint == "box01" else np.inf
+    for row in range(rows):
+        x = ours.x[row].astype(np.float64)
+        gradient = A.T @ (A @ x - work[row]) + lam[row] * plan.dc_gain
+        fixed_point = np.clip(x - gradient / plan.lipschitz, 0.0, upper)
+        assert np.max(np.abs(fixed_point - x)) < 1e-3 * max(1.0, x.max())
+        np.testing.assert_allclose(ours.x[row], expected.x[row], atol=2e-3 * max(1.0, expected.x[row].max()))
+
+
+def test_kernel_exponentials_must_describe_the_taps():
+    from calab.engine import KernelTaps
+
+    good = KernelTaps.from_taus(0.1, 0.6, 30.0)
+    decay, rise, peak = good.exponentials
+    assert KernelTaps(good.taps, exponentials=(decay, rise, peak)).key == good.key
+    with pytest.raises(ValueError, match="do not describe"):
+        KernelTaps(good.taps, exponentials=(decay, rise, 2 * peak))
+    with pytest.raises(ValueError, match="do not describe"):
+        KernelTaps(good.taps[::-1], exponentials=(decay, rise, peak))

@@ -131,7 +131,9 @@ def test_build_kernel_taps_reproduce_the_tau_solve_exactly(backend, conv_mode):
     traces = np.array([np.convolve(s, kernel)[:500] for s in spikes]) + 0.05 * rng.standard_normal((3, 500)) + 2.0
     lam = np.array([0.02, 0.1, 0.3])
     reference = calab.run_deconvolution_full(traces, FS, TAU_R, TAU_D, lam, conv_mode=conv_mode, backend=backend)
-    operator = KernelTaps(kernel) if conv_mode == "fft" else AR2.from_taus(TAU_R, TAU_D, FS)
+    operator = KernelTaps.from_taus(TAU_R, TAU_D, FS) if conv_mode == "fft" else AR2.from_taus(TAU_R, TAU_D, FS)
+    if conv_mode == "fft":
+        np.testing.assert_array_equal(operator.taps, kernel)
     problem = Problem(operator, StoppingRule.catune(2000), upsample=1, baseline_window=baseline_window(TAU_D, FS))
     ours = solve_block(problem, traces, lam=lam, backend=backend).to_numpy()
     np.testing.assert_array_equal(ours.activity, np.asarray(reference.activity, dtype=np.float32))

@@ -94,6 +94,10 @@ class SolvePlan:
         ``forward``/``adjoint_of_difference`` evaluate them on any array namespace.
     core : FistaCore
         The engine's generic FISTA pieces (set by the engine on every plan).
+    exponentials : tuple or None
+        FFT mode with taps that are a truncated difference of two exponentials
+        (``KernelTaps.exponentials``) and no upsampling: ``(decay, rise, decay**N_k,
+        rise**N_k, 1/peak, N_k)``, for backends that apply the operator by recursions.
     """
 
     n_timepoints: int
@@ -111,6 +115,7 @@ class SolvePlan:
     upsample: int = 1
     segments: Any = field(default=None, compare=False, repr=False)
     core: Any = field(default=None, compare=False, repr=False)
+    exponentials: tuple | None = None
     device_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -127,6 +127,11 @@ def plan_for_problem(backend: Backend, problem: Problem, n_timepoints: int) -> S
         segments = segment_plan(ar2[0], ar2[1], ar2[2], int(n_timepoints), lanes)
     if taps is None:
         taps = np.zeros(0, dtype=np.float32)
+    exponentials = None
+    if getattr(operator, "exponentials", None) is not None and upsample == 1:
+        decay, rise, peak = operator.exponentials
+        length = int(taps.size)
+        exponentials = (decay, rise, decay**length, rise**length, 1.0 / peak, length)
     rule = problem.stopping
     return SolvePlan(
         n_timepoints=int(n_timepoints),
@@ -144,6 +149,7 @@ def plan_for_problem(backend: Backend, problem: Problem, n_timepoints: int) -> S
         upsample=upsample,
         segments=segments,
         core=GENERIC_CORE,
+        exponentials=exponentials,
     )
 
 

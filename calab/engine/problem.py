@@ -34,6 +34,7 @@ from typing import Union
 import numpy as np
 
 from calab.kernel import (
+    _kernel_float64,
     _kernel_unchecked,
     ar2_coefficients,
     ar2_impulse_peak,
@@ -136,11 +137,16 @@ class KernelTaps:
     lipschitz : float or None
         Lipschitz constant of the gradient of ``½‖y − K s‖²``; None:
         :func:`calab.kernel.compute_lipschitz` (``(Σh)²`` for a non-negative kernel).
+    exponentials : tuple of float or None
+        ``(decay, rise, peak)`` when the taps are ``float32((decay**j − rise**j)/peak)``,
+        a truncated difference of two exponentials (:meth:`from_taus`): a backend may then
+        apply the operator by recursions instead of an FFT.  Checked against the taps.
     """
 
     taps: np.ndarray
     l1_weight: float | None = None
     lipschitz: float | None = None
+    exponentials: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         taps = _readonly_taps(self.taps)
@@ -149,11 +155,21 @@ class KernelTaps:
         if not np.all(np.isfinite(taps)):
             raise ValueError("kernel taps contain a non-finite value (NaN or infinity)")
         object.__setattr__(self, "taps", taps)
+        if self.exponentials is not None:
+            decay, rise, peak = (float(v) for v in self.exponentials)
+            j = np.arange(taps.size, dtype=np.float64)
+            if not (0 <= rise < decay < 1 and peak > 0) or not np.allclose(
+                (decay**j - rise**j) / peak, taps, rtol=1e-6, atol=1e-7
+            ):
+                raise ValueError("exponentials (decay, rise, peak) do not describe these kernel taps")
+            object.__setattr__(self, "exponentials", (decay, rise, peak))
 
     @classmethod
     def from_taus(cls, tau_rise: float, tau_decay: float, fs: float) -> KernelTaps:
-        """The CaTune kernel :func:`calab.build_kernel` (parameters assumed valid)."""
-        return cls(_kernel_unchecked(float(tau_rise), float(tau_decay), float(fs)))
+        """The CaTune kernel :func:`calab.build_kernel` (parameters assumed valid), with its
+        :attr:`exponentials`."""
+        h, decay, rise, peak = _kernel_float64(float(tau_rise), float(tau_decay), float(fs))
+        return cls(h.astype(np.float32), exponentials=(decay, rise, peak))
 
     @property
     def conv_mode(self) -> str:
@@ -167,7 +183,7 @@ class KernelTaps:
 
     @property
     def key(self) -> tuple:
-        return ("taps", self.taps.tobytes(), self.l1_weight, self.lipschitz)
+        return ("taps", self.taps.tobytes(), self.l1_weight, self.lipschitz, self.exponentials)
 
 
 @dataclass(frozen=True)

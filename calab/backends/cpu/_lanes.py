@@ -41,15 +41,14 @@ MAX_LANES = 8
 STEPS_PER_CALL = 32
 
 _TEMPLATE = """
-def fista_lanes_{lanes}(x, y, data, e, g1, g2, gain, step, box, thresholds, t, k, active, converged, restart,
-                        min_iterations, cap, tolerance_squared, max_steps):
+def fista_lanes(x, y, data, e, coefficients, lag, step, box, thresholds, t, k, active, converged, restart,
+                min_iterations, cap, tolerance_squared, max_steps):
     W = {lanes}
     n = x.size // W
     zero = simd.splat(np.float32(0.0), W)
     one = simd.splat(np.float32(1.0), W)
-    G1 = simd.splat(g1, W)
-    G2 = simd.splat(g2, W)
-    GAIN = simd.splat(gain, W)
+    zero64 = simd.splat(0.0, W)
+{setup}
     STEP = simd.splat(step, W)
     TH = simd.load(thresholds, 0, W)
     momentum = np.zeros(W, np.float32)
@@ -75,13 +74,16 @@ def fista_lanes_{lanes}(x, y, data, e, g1, g2, gain, step, box, thresholds, t, k
         MU = simd.load(momentum, 0, W)
         RUN = simd.load(running_flag, 0, W)
         RESTART = simd.load(restart_flag, 0, W)
-        # pass A: e[t] = (K y)[t] - data[t]; a restarted lane's y is its x
+        # pass A (ascending): e = K y - data; a restarted lane's y is its x
         if restarting:
 {pass_a_restart}
         else:
 {pass_a}
-        # pass B: gradient[t - 1] = (e[t] gain + g1 a[t + 1]) + g2 a[t + 2], gradient[n - 1] = 0,
-        # and the proximal step of that sample right away
+        # pass B (descending): the adjoint recursion gives the gradient one sample at a
+        # time, and the proximal step of that sample follows right away
+        change = zero64
+        size = zero64
+        signal = zero64
         if box:
             if restarting or running < W:
 {pass_b_box_masked}
@@ -92,6 +94,9 @@ def fista_lanes_{lanes}(x, y, data, e, g1, g2, gain, step, box, thresholds, t, k
 {pass_b_masked}
             else:
 {pass_b}
+        simd.store(sums, 0, change)
+        simd.store(sums, W, size)
+        simd.store(sums, 2 * W, signal)
         for lane in range(W):
             if not active[lane]:
                 continue
@@ -106,60 +111,124 @@ def fista_lanes_{lanes}(x, y, data, e, g1, g2, gain, step, box, thresholds, t, k
             active[lane] = (not done) and count < cap
 """
 
-_PASS_A = """\
+#: the proximal step, extrapolation and float64 sums of one sample ``index`` whose
+#: ``gradient`` (float32 vector) is known
+_PROXIMAL = """\
+offset = index * W
+old = simd.load(x, offset, W)
+previous = {previous}
+new = {new}
+extrapolated = {extrapolated}
+simd.store(x, offset, {new_x})
+simd.store(y, offset, {new_y})
+old64 = simd.widen(old)
+new64 = simd.widen(new)
+delta = simd.sub(new64, old64)
+change = simd.add(change, simd.mul(delta, delta))
+size = simd.add(size, simd.mul(old64, old64))
+signal = simd.add(signal, simd.mul(simd.sub(simd.widen(previous), new64), delta))
+"""
+
+# The AR(2) recursion of the reference, float32 (indeca.md §1.2):
+# forward  m[t] = (g1 m[t-1] + g2 m[t-2]) + y[t-1] gain, m[0] = 0
+# adjoint  a[t] = (e[t] gain + g1 a[t+1]) + g2 a[t+2], gradient[t-1] = a[t], gradient[n-1] = 0
+_AR2_SETUP = """\
+G1 = simd.splat(np.float32(coefficients[0]), W)
+G2 = simd.splat(np.float32(coefficients[1]), W)
+GAIN = simd.splat(np.float32(coefficients[2]), W)
+"""
+_AR2_PASS_A = """\
 a = zero
 b = zero
 for step_t in range(1, n):
-    source = {source}
+    source = {source_before}
     value = simd.add(simd.add(simd.mul(G1, a), simd.mul(G2, b)), simd.mul(source, GAIN))
     simd.store(e, step_t * W, simd.sub(value, simd.load(data, step_t * W, W)))
     b = a
     a = value
 """
-
-_PASS_B = """\
-change = simd.splat(0.0, W)
-size = simd.splat(0.0, W)
-signal = simd.splat(0.0, W)
+_AR2_PASS_B = """\
 a = zero
 b = zero
 gradient = zero
+index = n - 1
+{proximal_0}
+for back in range(1, n):
+    index = n - 1 - back
+    gradient = simd.add(simd.add(simd.mul(simd.load(e, (index + 1) * W, W), GAIN), simd.mul(G1, a)), simd.mul(G2, b))
+    b = a
+    a = gradient
+{proximal_4}
+"""
+
+# FFT mode's truncated kernel h[j] = (d^j - r^j)/M, j < L (build_kernel), as four float64
+# first-order recursions: sum_(j<L) d^j s[t-j] = R[t] - d^L R[t-L], and R[t-L] is the same
+# recursion run on the input delayed by L (so no history is stored).
+_BIEXP_SETUP = """\
+D = simd.splat(coefficients[0], W)
+R = simd.splat(coefficients[1], W)
+DL = simd.splat(coefficients[2], W)
+RL = simd.splat(coefficients[3], W)
+SCALE = simd.splat(coefficients[4], W)
+"""
+_BIEXP_PASS_A = """\
+r1 = zero64
+r2 = zero64
+l1 = zero64
+l2 = zero64
+for step_t in range(n):
+    s = simd.widen({source_now})
+    r1 = simd.add(simd.mul(D, r1), s)
+    r2 = simd.add(simd.mul(R, r2), s)
+    if step_t >= lag:
+        lagged = simd.widen({source_lagged})
+        l1 = simd.add(simd.mul(D, l1), lagged)
+        l2 = simd.add(simd.mul(R, l2), lagged)
+    model = simd.mul(simd.sub(simd.sub(r1, simd.mul(DL, l1)), simd.sub(r2, simd.mul(RL, l2))), SCALE)
+    simd.store(e, step_t * W, simd.sub(simd.narrow(model), simd.load(data, step_t * W, W)))
+"""
+_BIEXP_PASS_B = """\
+q1 = zero64
+q2 = zero64
+u1 = zero64
+u2 = zero64
 for back in range(n):
     index = n - 1 - back
-    if back > 0:
-        gradient = simd.add(simd.add(simd.mul(simd.load(e, (index + 1) * W, W), GAIN), simd.mul(G1, a)), simd.mul(G2, b))
-        b = a
-        a = gradient
-    offset = index * W
-    old = simd.load(x, offset, W)
-    previous = {previous}
-    new = {new}
-    extrapolated = {extrapolated}
-    simd.store(x, offset, {new_x})
-    simd.store(y, offset, {new_y})
-    old64 = simd.widen(old)
-    new64 = simd.widen(new)
-    delta = simd.sub(new64, old64)
-    change = simd.add(change, simd.mul(delta, delta))
-    size = simd.add(size, simd.mul(old64, old64))
-    signal = simd.add(signal, simd.mul(simd.sub(simd.widen(previous), new64), delta))
-simd.store(sums, 0, change)
-simd.store(sums, W, size)
-simd.store(sums, 2 * W, signal)
+    residual = simd.widen(simd.load(e, index * W, W))
+    q1 = simd.add(simd.mul(D, q1), residual)
+    q2 = simd.add(simd.mul(R, q2), residual)
+    if back >= lag:
+        lagged = simd.widen(simd.load(e, (index + lag) * W, W))
+        u1 = simd.add(simd.mul(D, u1), lagged)
+        u2 = simd.add(simd.mul(R, u2), lagged)
+    gradient = simd.narrow(simd.mul(simd.sub(simd.sub(q1, simd.mul(DL, u1)), simd.sub(q2, simd.mul(RL, u2))), SCALE))
+{proximal_4}
 """
+
+_OPERATORS = {
+    "ar2": (_AR2_SETUP, _AR2_PASS_A, _AR2_PASS_B),
+    "biexp": (_BIEXP_SETUP, _BIEXP_PASS_A, _BIEXP_PASS_B),
+}
 
 
 def _indent(code: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line if line else line for line in code.splitlines())
 
 
-def _source(lanes: int) -> str:
-    """The kernel's source for ``lanes`` cells: pass variants without the masks they do
-    not need (every lane running and none restarted is the common case)."""
-    y_at = "simd.load(y, (step_t - 1) * W, W)"
-    x_at = "simd.load(x, (step_t - 1) * W, W)"
-    pass_a = _PASS_A.format(source=y_at)
-    pass_a_restart = _PASS_A.format(source=f"simd.where(RESTART, {x_at}, {y_at})")
+def _source(kind: str, lanes: int) -> str:
+    """The kernel's source for operator ``kind`` and ``lanes`` cells, with pass variants
+    that skip the masks they do not need (every lane running and none restarted is the
+    common case)."""
+    setup, pass_a, pass_b = _OPERATORS[kind]
+
+    def source(offset: str, restarting: bool) -> str:
+        y_at = f"simd.load(y, ({offset}) * W, W)"
+        return f"simd.where(RESTART, simd.load(x, ({offset}) * W, W), {y_at})" if restarting else y_at
+
+    def forward(restarting: bool) -> str:
+        return pass_a.format(source_before=source("step_t - 1", restarting), source_now=source("step_t", restarting),
+                             source_lagged=source("step_t - lag", restarting))
+
     # Numba's scalar min(max(v, 0), 1) and max(v, 0): the same compares and selects per lane
     def box(expression: str) -> str:
         return f"simd.minimum(simd.maximum({expression}, zero), one)"
@@ -172,53 +241,61 @@ def _source(lanes: int) -> str:
                   new_y="simd.where(RUN, extrapolated, previous)")
     step = "simd.sub(simd.sub(previous, simd.mul(STEP, gradient)), TH)"
     momentum = "simd.add(new, simd.mul(MU, simd.sub(new, old)))"
-    pass_b = {
-        (clip.__name__, kind): _PASS_B.format(new=clip(step), extrapolated=clip(momentum), **fields)
-        for clip in (box, nonneg)
-        for kind, fields in (("plain", plain), ("masked", masked))
-    }
-    body = _TEMPLATE.format(
+
+    def backward(clip, fields) -> str:
+        proximal = _PROXIMAL.format(new=clip(step), extrapolated=clip(momentum), **fields)
+        return pass_b.format(proximal_0=proximal.rstrip("\n"), proximal_4=_indent(proximal, 4))
+
+    return _TEMPLATE.format(
         lanes=lanes,
-        pass_a=_indent(pass_a, 12),
-        pass_a_restart=_indent(pass_a_restart, 12),
-        pass_b_box=_indent(pass_b["box", "plain"], 16),
-        pass_b_box_masked=_indent(pass_b["box", "masked"], 16),
-        pass_b=_indent(pass_b["nonneg", "plain"], 16),
-        pass_b_masked=_indent(pass_b["nonneg", "masked"], 16),
+        setup=_indent(setup, 4),
+        pass_a=_indent(forward(False), 12),
+        pass_a_restart=_indent(forward(True), 12),
+        pass_b_box=_indent(backward(box, plain), 16),
+        pass_b_box_masked=_indent(backward(box, masked), 16),
+        pass_b=_indent(backward(nonneg, plain), 16),
+        pass_b_masked=_indent(backward(nonneg, masked), 16),
     )
-    return body
 
 
-_kernels: dict[int, Any] = {}
+_kernels: dict[tuple[str, int], Any] = {}
 
 
-def _kernel(lanes: int) -> Any:
-    """The compiled kernel for ``lanes`` cells (generated once per width, cached on disk)."""
-    kernel = _kernels.get(lanes)
+def _kernel(kind: str, lanes: int) -> Any:
+    """The compiled kernel for ``kind`` and ``lanes`` cells (generated once, cached on disk)."""
+    kernel = _kernels.get((kind, lanes))
     if kernel is None:
         from numba import njit
 
         from calab.backends.cpu import _simd
 
         namespace = {"np": np, "simd": _simd, "__name__": __name__}
-        # compiled with this file's name, so Numba's on-disk cache can hold the kernels
-        exec(compile(_source(lanes), __file__, "exec"), namespace)
-        kernel = njit(nogil=True, cache=True)(namespace[f"fista_lanes_{lanes}"])
-        _kernels[lanes] = kernel
+        # compiled with this file's name (and its own function name), so Numba's on-disk
+        # cache can hold every variant
+        code = _source(kind, lanes).replace("def fista_lanes(", f"def fista_lanes_{kind}_{lanes}(")
+        exec(compile(code, __file__, "exec"), namespace)
+        kernel = njit(nogil=True, cache=True)(namespace[f"fista_lanes_{kind}_{lanes}"])
+        _kernels[kind, lanes] = kernel
     return kernel
 
 
 def lanes_apply(plan: Any, valid: Any) -> bool:
-    """Whether a solve can run in lane blocks: the AR(2) recursion itself (not by FFT,
-    not segmented), no block mean, dense rows."""
-    return (
-        plan.conv_mode == "banded"
-        and plan.kernel_spectrum is None
-        and plan.segments is None
-        and plan.upsample == 1
-        and valid is None
-        and plan.n_timepoints > 0
-    )
+    """Whether a solve can run in lane blocks: dense rows, no block mean, and an operator
+    with a recursion — the AR(2) recursion itself (not by FFT, not segmented), or FFT
+    mode's difference of two exponentials (``plan.exponentials``)."""
+    if valid is not None or plan.upsample != 1 or plan.n_timepoints == 0 or plan.segments is not None:
+        return False
+    if plan.conv_mode == "banded":
+        return plan.kernel_spectrum is None
+    return plan.exponentials is not None
+
+
+def lane_operator(plan: Any) -> tuple[str, np.ndarray, int]:
+    """``(kind, coefficients, lag)`` of the kernel arguments for ``plan``."""
+    if plan.conv_mode == "banded":
+        return "ar2", np.array([float(v) for v in plan.ar2], dtype=np.float64), 0
+    decay, rise, decay_lag, rise_lag, scale, length = plan.exponentials
+    return "biexp", np.array([decay, rise, decay_lag, rise_lag, scale], dtype=np.float64), int(length)
 
 
 def lane_blocks(n_cells: int, workers: int) -> list[range]:
@@ -289,10 +366,10 @@ class LaneBatch(FistaBatch):
 
     def advance(self) -> None:
         plan = self.plan
-        g1, g2, gain = plan.ar2
-        _kernel(self.lanes)(
-            self.x, self.y, self.data, self.e, np.float32(g1), np.float32(g2), np.float32(gain), np.float32(plan.step32),
-            plan.constraint == "box01", self.threshold, self.t, self.k, self.active_lanes, self.converged, self.restart,
+        kind, coefficients, lag = lane_operator(plan)
+        _kernel(kind, self.lanes)(
+            self.x, self.y, self.data, self.e, coefficients, lag, np.float32(plan.step32), plan.constraint == "box01",
+            self.threshold, self.t, self.k, self.active_lanes, self.converged, self.restart,
             int(plan.min_iterations), int(plan.max_iterations), float(plan.tolerance_squared), STEPS_PER_CALL,
         )  # fmt: skip
 

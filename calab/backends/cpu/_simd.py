@@ -33,6 +33,7 @@ __all__ = [
     "store",
     "sub",
     "where",
+    "narrow",
     "where_greater_equal",
     "widen",
 ]
@@ -193,3 +194,16 @@ def widen(typingctx, vector):
 
     return wide(vector), codegen
 
+
+
+@intrinsic
+def narrow(typingctx, vector):
+    """float64 lanes → float32 lanes (rounded to nearest, as a scalar ``np.float32(v)``)."""
+    if not (isinstance(vector, Vector) and vector.dtype == types.float64):
+        raise TypingError("narrow() takes a float64 vector")
+    slim = Vector(vector.width, types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.fptrunc(args[0], ir.VectorType(ir.FloatType(), vector.width))
+
+    return slim(vector), codegen
