@@ -129,8 +129,12 @@ class _Evaluator:
             if not present_any[:, start:stop].any():
                 continue
             theta32 = np.where(np.isnan(thresholds[:, start:stop]), np.inf, thresholds[:, start:stop]).astype(np.float32)
+            if backend.compiles_per_shape and stop - start < min(per_column, columns):
+                # absent candidates (θ = ∞) pad every chunk to one width: one compiled program
+                filler = np.full((rows, min(per_column, columns) - (stop - start)), np.inf, np.float32)
+                theta32 = np.concatenate([theta32, filler], axis=1)
             theta_d = backend.asarray(theta32, dtype=np.float32)
-            width = stop - start
+            width = theta32.shape[1]
             spikes = (self.xhat[:, None, :] >= theta_d[:, :, None]).astype(xp.float32).reshape(rows * width, self.n)
             model = self._snap(self.forward(spikes)).reshape(rows, width, self.n)[:, :, self.lo : self.hi].astype(xp.float64)
             inner = self.inner_target[:, None, :]
@@ -149,9 +153,10 @@ class _Evaluator:
             else:  # noise mode with an empty grid: nothing is summed
                 err = np.zeros((rows, width))
             present = present_any[:, start:stop]
-            alpha[:, start:stop] = np.where(present, a, 0.0)
-            base[:, start:stop] = np.where(present, b, 0.0)
-            sse[:, start:stop] = np.where(present, err, np.inf)
+            kept = stop - start
+            alpha[:, start:stop] = np.where(present, a[:, :kept], 0.0)
+            base[:, start:stop] = np.where(present, b[:, :kept], 0.0)
+            sse[:, start:stop] = np.where(present, err[:, :kept], np.inf)
         return alpha, base, sse
 
     def _snap(self, model: Any) -> Any:
@@ -331,6 +336,8 @@ def search_thresholds(
             break
         part = descending[:, start : start + block].copy()
         part[~pending] = np.nan
+        if backend.compiles_per_shape and part.shape[1] < block:  # one width, one program
+            part = np.concatenate([part, np.full((rows, block - part.shape[1]), np.nan)], axis=1)
         _, _, err = evaluator.evaluate(part)
         for j in range(part.shape[1]):
             present = pending & ~np.isnan(part[:, j])
