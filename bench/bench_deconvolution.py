@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(reference_note)
     print()
 
+    load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     for cells in cells_list:
         for frames in frames_list:
@@ -250,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                         row["reference_mean_iterations"] = ref["mean_iterations"]
                     rows.append(row)
 
+    load_after = os.getloadavg()
     print()
     print_table(rows, reference_available=reference_python is not None)
+    print(f"load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
     print("\nbest/median: steady-state wall time of one call; warm-up: first call minus median (JIT compile, caches);")
     print("speed-up: reference median / ours median; max|Δact|/peak: worst cell's activity difference vs the reference.")
 
@@ -261,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             environment=env,
             config=dict(cells=cells_list, frames=frames_list, modes=modes, backends=requested, repeats=args.repeats, max_iters=args.max_iters, seed=args.seed, fs=FS, tau_rise=TAU_RISE, tau_decay=TAU_DECAY, lam=LAMBDA),
             skipped=skipped,
+            load_average=dict(before=load_before, after=load_after),
             reference=dict(python=str(reference_python) if reference_python else None, note=reference_note),
             results=rows,
         )

@@ -1,10 +1,12 @@
-"""FISTA with the banded AR(2) operator, one cell per SIMD lane (CPU backend).
+"""FISTA with a recursive operator, one cell per SIMD lane (CPU backend).
 
-The AR(2) recursions are sequential in time, so a single cell's recursion waits ~10
-cycles per sample.  Here a block of ``W ≤ MAX_LANES`` cells is stored time-major
-(``(n, W)``: the ``W`` cells' samples of one time step are adjacent) and every step of
-every recursion advances all ``W`` cells with one vector operation (:mod:`._simd`).  One
-iteration is two passes over memory instead of the five of the separate kernels:
+Two operators have recursions: the banded AR(2) operator (InDeCa, ``conv_mode="banded"``)
+and FFT mode's kernel from :func:`calab.build_kernel`, a truncated difference of two
+exponentials (``SolvePlan.exponentials``).  A recursion is sequential in time, so a
+single cell's waits ~10 cycles per sample.  Here a block of ``W ≤ MAX_LANES`` cells is
+stored time-major (``(n, W)``: the ``W`` cells' samples of one time step are adjacent)
+and every step of every recursion advances all ``W`` cells with one vector operation
+(:mod:`._simd`).  One iteration is two passes over memory:
 
 * **pass A** (ascending time): ``e = K y − data``, the forward recursion and the
   residual;
@@ -12,11 +14,15 @@ iteration is two passes over memory instead of the five of the separate kernels:
   sample at a time, and the proximal step, the extrapolation and the float64 sums of the
   restart and convergence tests are applied to that sample right away.
 
-Each lane performs exactly the float32 operations of the reference, in its order (the
-vectors carry no fast-math flag), so a cell's iterates are bit-identical to the
-row-by-row kernels of :mod:`._kernels`.  The three float64 sums accumulate from the end
-of the trace backwards, sequentially per cell (the row kernels reassociate them); they
-feed only the restart sign and the 1e-8 convergence test.
+AR(2): each lane performs exactly the float32 operations of the reference, in its order
+(the vectors carry no fast-math flag), so a cell's iterates are bit-identical to the
+row-by-row kernels of :mod:`._kernels`.  Difference of exponentials: four float64
+first-order recursions per direction (``Σ_{j<N} d^j s[t−j] = R[t] − d^N R[t−N]``, the
+lagged term being the same recursion on the input delayed by ``N``), the model, residual
+and gradient rounded to float32 where the reference rounds them.  The three float64
+sums accumulate from the end of the trace backwards, sequentially per cell (the row
+kernels reassociate them); they feed only the restart sign and the 1e-8 convergence
+test.
 
 Per-cell control (momentum ``t``, restart, convergence, the iteration cap) runs per lane
 inside the kernel; finished lanes are frozen by a mask, so when the driver harvests them
