@@ -22,7 +22,7 @@ MANIFEST = parity.manifest()
 #: cases where the reference only fits float rounding noise (a constant trace after the
 #: band-pass is ~1e-7 of FFT round-off): both sides must find no real signal (alpha ~ 0)
 NOISE_ONLY = {"constant"}
-#: cells allowed to miss the issue's per-cell criteria, on every backend: the two
+#: cells allowed to miss the per-cell parity criteria, on every backend: the two
 #: noise-constrained cells documented in docs/differences.md (u4_noise/0, fs60_u5/0)
 ALLOWED_FAILURES = 2
 
@@ -227,3 +227,26 @@ def test_estimate_and_fit_errors():
     with pytest.raises(ValueError, match="skip must be a whole number"):
         calab.fit_biexponential(np.ones(10), 30.0, skip=-1)
     assert calab.fit_biexponential(np.zeros(0), 30.0).fit_mode == "Empty"
+
+
+#: JAX's own code paths (the ones a GPU runs: the AR(2) operator by FFT, XLA's fused
+#: multiply-adds) flip threshold decisions that sit at a margin on a few golden cells;
+#: measured on the CPU before host kernels took over: 7 cells, count correlation >= 0.94
+JAX_DEVICE_PATHS_ALLOWED_FAILURES = 8
+
+
+@pytest.mark.slow
+def test_jax_device_code_paths_stay_near_the_reference(jax_device_paths):
+    failures = []
+    for entry in MANIFEST["solve"]:
+        case = parity.load("solve", entry["name"])
+        result = calab.solve_traces(case["traces"], **entry["kwargs"], warm_counts=case.get("warm_counts"),
+                                    backend=jax_device_paths)
+        for i in range(case["traces"].shape[0]):
+            if entry["name"] in NOISE_ONLY:
+                continue
+            m = parity.cell_metrics(case["s_counts"][i], case["scalars"][i], result.s_counts[i], result.alpha[i],
+                                    result.pve[i], int(result.iterations[i]))
+            if not m["ok"]:
+                failures.append((entry["name"], i, round(m.get("corr", float("nan")), 3)))
+    assert len(failures) <= JAX_DEVICE_PATHS_ALLOWED_FAILURES, failures
