@@ -453,7 +453,9 @@ def test_emulated_public_api(emulated, monkeypatch, mode):
         assert np.array_equal(ours.activity, oracle.activity)
         assert np.array_equal(ours.reconvolution, oracle.reconvolution)
     else:
-        np.testing.assert_allclose(ours.activity, oracle.activity, rtol=0, atol=1e-4 * np.abs(oracle.activity).max())
+        # The NumPy backend applies build_kernel's kernel by float64 recursions, CUDA by
+        # cuFFT: the same operator with different rounding (the golden FFT criterion).
+        np.testing.assert_allclose(ours.activity, oracle.activity, rtol=0, atol=1e-3 * np.abs(oracle.activity).max())
     np.testing.assert_allclose(ours.baseline, oracle.baseline, rtol=0, atol=1e-3)
     assert any(entry[0] == "rolling_rank_shared" for entry in launches)
 

@@ -124,40 +124,8 @@ def _set_rows(array: Any, rows: np.ndarray, values: Any) -> Any:
     return array
 
 
-#: smallest row bucket on backends that compile per shape (as JAX's FISTA batches)
-MIN_ROW_BUCKET = 8
-
-
-def _row_bucket(count: int) -> int:
-    """Rows a batch of ``count`` is padded to on backends that compile per shape."""
-    return max(MIN_ROW_BUCKET, 1 << max(0, (count - 1).bit_length()))
-
-
-def _padded(indices: np.ndarray, bucketed: bool) -> np.ndarray:
-    """``indices`` followed by copies of its last entry up to the row bucket (if ``bucketed``)."""
-    if not bucketed or indices.size == 0:
-        return indices
-    return np.concatenate([indices, np.full(_row_bucket(indices.size) - indices.size, indices[-1])])
-
-
 def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: dict) -> dict:
-    """Whole pipeline for a dense ``(B, T)`` block of equal-length traces; host outputs.
-
-    On backends that compile a program per array shape (JAX), every array has a bucketed
-    number of rows (a power of two, at least 8, padded with copies of the last row whose
-    results are dropped), so the programs of one trace length are compiled once per
-    bucket, not for every batch size and scale round.
-    """
-    bucketed = bool(backend.compiles_per_shape)
-    rows = raw.shape[0]
-    if bucketed:
-        keep = _padded(np.arange(rows), True)
-        out = _solve_rows(backend, raw[keep], None if warm is None else warm[keep], params, True)
-        return {key: value[:rows] for key, value in out.items()}
-    return _solve_rows(backend, raw, warm, params, False)
-
-
-def _solve_rows(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: dict, bucketed: bool) -> dict:
+    """Whole pipeline for a dense ``(B, T)`` block of equal-length traces; host outputs."""
     from calab.engine import AR2, Problem, StoppingRule, apply_operator, solve_block
     from calab.filters import rolling_baseline
 
@@ -215,15 +183,13 @@ def _solve_rows(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: 
         for round_index in range(MAX_SCALE_ROUNDS):
             if live.size == 0:
                 break
-            run = _padded(live, bucketed)  # rows solved this round (padding: copies, dropped)
-            m = live.size
-            run_d = backend.asarray(run, dtype=np.int64)
-            target = work[run_d] if run.size < rows else work
-            scale = backend.asarray((1.0 / alpha_est[run]).astype(np.float32), dtype=np.float32)
+            live_d = backend.asarray(live, dtype=np.int64)
+            target = work[live_d] if live.size < rows else work
+            scale = backend.asarray((1.0 / alpha_est[live]).astype(np.float32), dtype=np.float32)
             z = target * scale[:, None]
             start = None
             if round_index == 0 and warm_up is not None:
-                start = warm_up[run_d] if run.size < rows else warm_up
+                start = warm_up[live_d] if live.size < rows else warm_up
             outcome = solve_block(problem, z, lam=params["lambda_"], x0=start, backend=backend, reconvolution=False)
             x = outcome.activity
             peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
@@ -231,11 +197,9 @@ def _solve_rows(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: 
             xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
             found = search_thresholds(
                 backend, forward, xhat, target, pad, factor,
-                noise_sigma=None if sigma is None else sigma[run],
+                noise_sigma=None if sigma is None else sigma[live],
                 ar2=None if backend.banded_by_fft else operator.coefficients32,
             )
-            found = found._replace(alpha=found.alpha[:m], baseline=found.baseline[:m], threshold=found.threshold[:m],
-                                   pve=found.pve[:m])
             with np.errstate(divide="ignore", invalid="ignore"):
                 error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
             if sigma is None:
@@ -245,22 +209,18 @@ def _solve_rows(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params: 
             better |= ~kept_any[live]
             if better.any():
                 take = live[better]
-                chosen = np.flatnonzero(better)
-                if bucketed:  # whole arrays to the host: no program per number of rows taken
-                    counts = np.asarray(backend.to_numpy(binary_to_counts(xp, found.binary, factor)))[chosen]
-                else:
-                    take_d = backend.asarray(chosen, dtype=np.int64)
-                    counts = backend.to_numpy(binary_to_counts(xp, found.binary[take_d], factor))
-                best_counts[take] = np.asarray(counts, dtype=np.float32)
+                take_d = backend.asarray(np.flatnonzero(better), dtype=np.int64)
+                counts = binary_to_counts(xp, found.binary[take_d], factor)
+                best_counts[take] = np.asarray(backend.to_numpy(counts), dtype=np.float32)
                 if best_binary is not None:
-                    best_binary[take] = np.asarray(backend.to_numpy(found.binary), dtype=np.float32)[chosen]
+                    best_binary[take] = np.asarray(backend.to_numpy(found.binary[take_d]), dtype=np.float32)
                 best_alpha[take] = found.alpha[better]
                 best_base[take] = found.baseline[better]
                 best_theta[take] = found.threshold[better]
                 best_pve[take] = found.pve[better]
                 best_error[take] = error[better]
-                best_iterations[take] = outcome.iterations[:m][better]
-                best_converged[take] = outcome.converged[:m][better]
+                best_iterations[take] = outcome.iterations[better]
+                best_converged[take] = outcome.converged[better]
                 kept_any[take] = True
             finished = (error < SCALE_RTOL) | (found.alpha < 1e-10)
             alpha_est[live[~finished]] = found.alpha[~finished]

@@ -129,12 +129,8 @@ class _Evaluator:
             if not present_any[:, start:stop].any():
                 continue
             theta32 = np.where(np.isnan(thresholds[:, start:stop]), np.inf, thresholds[:, start:stop]).astype(np.float32)
-            if backend.compiles_per_shape and stop - start < min(per_column, columns):
-                # absent candidates (θ = ∞) pad every chunk to one width: one compiled program
-                filler = np.full((rows, min(per_column, columns) - (stop - start)), np.inf, np.float32)
-                theta32 = np.concatenate([theta32, filler], axis=1)
             theta_d = backend.asarray(theta32, dtype=np.float32)
-            width = theta32.shape[1]
+            width = stop - start
             spikes = (self.xhat[:, None, :] >= theta_d[:, :, None]).astype(xp.float32).reshape(rows * width, self.n)
             model = self._snap(self.forward(spikes)).reshape(rows, width, self.n)[:, :, self.lo : self.hi].astype(xp.float64)
             inner = self.inner_target[:, None, :]
@@ -153,10 +149,9 @@ class _Evaluator:
             else:  # noise mode with an empty grid: nothing is summed
                 err = np.zeros((rows, width))
             present = present_any[:, start:stop]
-            kept = stop - start
-            alpha[:, start:stop] = np.where(present, a[:, :kept], 0.0)
-            base[:, start:stop] = np.where(present, b[:, :kept], 0.0)
-            sse[:, start:stop] = np.where(present, err[:, :kept], np.inf)
+            alpha[:, start:stop] = np.where(present, a, 0.0)
+            base[:, start:stop] = np.where(present, b, 0.0)
+            sse[:, start:stop] = np.where(present, err, np.inf)
         return alpha, base, sse
 
     def _snap(self, model: Any) -> Any:
@@ -336,8 +331,6 @@ def search_thresholds(
             break
         part = descending[:, start : start + block].copy()
         part[~pending] = np.nan
-        if backend.compiles_per_shape and part.shape[1] < block:  # one width, one program
-            part = np.concatenate([part, np.full((rows, block - part.shape[1]), np.nan)], axis=1)
         _, _, err = evaluator.evaluate(part)
         for j in range(part.shape[1]):
             present = pending & ~np.isnan(part[:, j])
