@@ -69,8 +69,6 @@ MAX_SEGMENTS = 16384
 MIN_SEGMENTS = 8
 #: Side of the square neighbourhood over which the positive amplitude ``A`` is averaged.
 SMOOTHING_BINS = 7
-#: Elements (segments × bins × bins) of one chunk of the bispectrum's triple products.
-BISPECTRUM_CHUNK_ELEMENTS = 1 << 23
 #: Cells are dealt into this many groups (row index modulo) for the jackknife uncertainty.
 UNCERTAINTY_GROUPS = 4
 #: When the fitted rise sits at the bottom of the search box the data cannot resolve it:
@@ -183,34 +181,28 @@ def _segments(rows: list[np.ndarray], length: int, limit: int) -> tuple[np.ndarr
 
 def _bispectrum(backend: Any, segments: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Averaged power ``(length//2+1,)`` and bispectrum ``(top, top)`` (``B[i, j]`` for
-    ``j ≤ i``, ``i + j < top``; zero elsewhere), host complex128.
+    ``1 ≤ j ≤ i``, ``i + j < top``; zero elsewhere), host complex128.
 
-    ``B[i, j] = mean_s X_s(i) X_s(j) X*_s(i+j)`` as one einsum over fixed-size chunks of
-    segments (the last one zero-padded), so a compiling backend compiles it once.
+    ``B[i, j] = mean_s X_s(i) X_s(j) X*_s(i+j)``, one row ``i`` at a time as a
+    vector-matrix product over the segments (only the bins of the triangle are computed:
+    half the products of a full ``top x top/2`` table, and no gathered copy of the spectra).
     """
     xp = backend.xp
     n_segments, length = segments.shape
-    half = top // 2 + 1
-    # Gather table X(i + j) for i < top, j < half; sums beyond the band are masked below.
-    shifted = np.minimum(np.arange(top)[:, None] + np.arange(half)[None, :], length // 2)
-    shifted_d = backend.asarray(shifted, dtype=np.int32)
-    chunk = max(1, min(n_segments, BISPECTRUM_CHUNK_ELEMENTS // (top * half)))
-    power = None
-    table = None
-    for start in range(0, n_segments, chunk):
-        block = segments[start:start + chunk]
-        if block.shape[0] < chunk:
-            block = np.concatenate([block, np.zeros((chunk - block.shape[0], length))])
-        spectra = xp.fft.rfft(backend.asarray(block), axis=1)
-        part_power = xp.sum(xp.abs(spectra) ** 2, axis=0)
-        part = xp.einsum("si,sj,sij->ij", spectra[:, :top], spectra[:, :half], xp.conj(spectra[:, shifted_d]))
-        power = part_power if power is None else power + part_power
-        table = part if table is None else table + part
+    spectra = xp.fft.rfft(backend.asarray(segments), axis=1)
+    power = xp.sum(xp.abs(spectra) ** 2, axis=0)
+    rows = []
+    for i in range(1, top):
+        width = min(i, top - 1 - i)  # j = 1 .. width
+        if width < 1:
+            rows.append(None)
+            continue
+        rows.append(spectra[:, i] @ (spectra[:, 1:width + 1] * xp.conj(spectra[:, i + 1:i + width + 1])))
     power_host = np.asarray(backend.to_numpy(power), dtype=np.float64) / n_segments
     full = np.zeros((top, top), dtype=np.complex128)
-    i_idx, j_idx = np.meshgrid(np.arange(top), np.arange(half), indexing="ij")
-    inside = (j_idx >= 1) & (j_idx <= i_idx) & (i_idx + j_idx < top)
-    full[i_idx[inside], j_idx[inside]] = np.asarray(backend.to_numpy(table), dtype=np.complex128)[inside] / n_segments
+    for i, row in enumerate(rows, start=1):
+        if row is not None:
+            full[i, 1:row.shape[0] + 1] = np.asarray(backend.to_numpy(row), dtype=np.complex128) / n_segments
     return power_host, full
 
 
@@ -237,14 +229,18 @@ def _fit(table: np.ndarray, power: np.ndarray, n_segments: int, length: int, fs:
     grid_weight[i_idx, j_idx] = weight
     local_weight = np.maximum(uniform_filter(grid_weight, SMOOTHING_BINS), 1e-300)
     grid = np.zeros((top, columns))
+    flat = i_idx * columns + j_idx  # flat positions: take/put are cheaper than 2-D fancy indexing
+    local = local_weight.ravel()[flat]
     total = float(np.sum(weight * np.abs(values) ** 2))
 
     def cost(log_taus: np.ndarray) -> float:
         tau_rise, tau_decay = np.exp(log_taus)
-        phase = _phase(frequencies, tau_rise, tau_decay)  # per frequency bin, gathered below
-        rotated = values * np.exp(-1j * (phase[i_idx] + phase[j_idx] - phase[sum_idx]))
-        grid[i_idx, j_idx] = weight * rotated.real
-        amplitude = np.maximum(uniform_filter(grid, SMOOTHING_BINS)[i_idx, j_idx] / local_weight[i_idx, j_idx], 0.0)
+        # exp(-i(φ(f1) + φ(f2) - φ(f1+f2))) as a product of per-frequency unit phasors
+        # (one complex exponential per frequency bin instead of one per bispectrum bin)
+        turn = np.exp(-1j * _phase(frequencies, tau_rise, tau_decay))
+        rotated = values * turn[i_idx] * turn[j_idx] * np.conj(turn[sum_idx])
+        np.put(grid, flat, weight * rotated.real)
+        amplitude = np.maximum(uniform_filter(grid, SMOOTHING_BINS).ravel().take(flat) / local, 0.0)
         penalty = 0.0 if tau_rise < tau_decay else 1e3 * total * (1 + tau_rise / tau_decay)
         return float(np.sum(weight * np.abs(rotated - amplitude) ** 2)) + penalty
 
