@@ -111,10 +111,22 @@ def _nnls(hh, rs, rf, gss, gff, gsf, active):
     return best_s, best_f, best_r
 
 
-def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray):
-    """Fit betas for each row's own taus: ``h`` ``(M, n)``, ``taus`` ``(M, 4)`` → βs, βf, R."""
-    ts = _templates(times, taus[:, 0], taus[:, 1])
-    tf = _templates(times, taus[:, 2], taus[:, 3])
+def _decays(times: np.ndarray, taus: np.ndarray) -> list[np.ndarray]:
+    """``e^{−t/τ}`` for each of the 4 columns of ``taus`` ``(M, 4)``: four ``(M, n)`` arrays."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return [np.exp(-times / np.asarray(taus[:, k], dtype=np.float64)[..., None]) for k in range(4)]
+
+
+def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray, decays: list[np.ndarray] | None = None):
+    """Fit betas for each row's own taus: ``h`` ``(M, n)``, ``taus`` ``(M, 4)`` → βs, βf, R.
+
+    ``decays``: the rows' ``e^{−t/τ}`` (:func:`_decays`) when the caller already has them.
+    """
+    if decays is None:
+        decays = _decays(times, taus)
+    with np.errstate(invalid="ignore"):
+        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decays[1] - decays[0], 0.0)
+        tf = np.where(((taus[:, 2] > 0) & (taus[:, 3] > 0))[:, None], decays[3] - decays[2], 0.0)
     active = (taus[:, 2] > 1e-10) & (taus[:, 3] > taus[:, 2])
     tf = np.where(active[:, None], tf, 0.0)
     return _nnls(
@@ -195,12 +207,20 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
         if not move.any():
             continue
         both_h = np.concatenate([h, h])
+        both_phase = np.concatenate([phase, phase])
+        # Only one tau of each row moves in this step: the other three decays are computed
+        # once, the moving one per bracket point (the same values _evaluate_rows computes).
+        fixed = _decays(times, np.concatenate([taus, taus]))
         for _ in range(GOLDEN_STEPS):
             x1 = hi - PHI * (hi - lo)
             x2 = lo + PHI * (hi - lo)
             trial = np.concatenate([taus, taus])
-            trial[np.arange(2 * rows.size), np.concatenate([phase, phase])] = np.concatenate([x1, x2])
-            residual = _evaluate_rows(both_h, times, trial)[2]
+            points = np.concatenate([x1, x2])
+            trial[np.arange(2 * rows.size), both_phase] = points
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                moving = np.exp(-times / points[..., None])
+            decays = [np.where((both_phase == k)[:, None], moving, fixed[k]) for k in range(4)]
+            residual = _evaluate_rows(both_h, times, trial, decays)[2]
             left = residual[: rows.size] < residual[rows.size :]
             hi = np.where(move & left, x2, hi)
             lo = np.where(move & ~left, x1, lo)
@@ -326,18 +346,21 @@ def fit_biexponentials(
             )
             m = len(members)
             slow, two, res_slow, res_two = both[:m], both[m:], res_both[:m], res_both[m:]
-        for j, i in enumerate(members):
-            if warm_taus[i] is None:
-                continue
-            start = np.asarray([warm_taus[i]])
-            res_w = _evaluate_rows(h[j : j + 1], times, start)[2]
+        # Warm starts of all members at once (every row is computed independently, so
+        # this is the same as refining them one by one, in a fraction of the calls).
+        warmed = [j for j, i in enumerate(members) if warm_taus[i] is not None]
+        if warmed:
+            starts = np.asarray([warm_taus[members[j]] for j in warmed])
+            res_w = _evaluate_rows(h[warmed], times, starts)[2]
             if refine:
-                start, res_w = _refine_candidates(h[j : j + 1], times, dt, start, res_w)
-            if _has_fast(start)[0]:
-                if res_w[0] < res_two[j]:
-                    two[j], res_two[j] = start[0], res_w[0]
-            elif res_w[0] < res_slow[j]:
-                slow[j], res_slow[j] = start[0], res_w[0]
+                starts, res_w = _refine_candidates(h[warmed], times, dt, starts, res_w)
+            fast_w = _has_fast(starts)
+            for k, j in enumerate(warmed):
+                if fast_w[k]:
+                    if res_w[k] < res_two[j]:
+                        two[j], res_two[j] = starts[k], res_w[k]
+                elif res_w[k] < res_slow[j]:
+                    slow[j], res_slow[j] = starts[k], res_w[k]
         use_two = res_two < res_slow
         taus = np.where(use_two[:, None], np.nan_to_num(two), slow)
         beta_s, beta_f, residual = _evaluate_rows(h, times, taus)
