@@ -94,33 +94,35 @@ def run_population(spec: dict[str, Any], args: argparse.Namespace, python: Path 
     row: dict[str, Any] = {**spec, "true_tau_rise": true[0], "true_tau_decay": true[1]}
 
     calab.run_cadecon(traces[:4, : min(traces.shape[1], 3000)], fs, backend=args.backend, progress=False)  # warm-up
-    times, result = [], None
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        result = calab.run_cadecon(traces, fs, backend=args.backend, progress=False)
-        times.append(time.perf_counter() - started)
-    row["cadecon_s"] = float(np.median(times))
-    row["cadecon_taus"] = (result.metadata["tau_rise"], result.metadata["tau_decay"])
-    row["cadecon_corr"] = spike_correlation(np.asarray(result.activity), spikes, fs)
-
     yardstick = calab.run_deconvolution(traces, fs, *true, noise_sigma(traces), conv_mode="banded", progress=False)
     row["fista_true_corr"] = spike_correlation(np.asarray(yardstick), spikes, fs)
 
-    if python is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "traces.npy"
-            np.save(path, traces)
-            best: dict[str, float] = {}
-            for _ in range(args.repeats):
+    # The runs alternate (ours, then OASIS, ``--repeats`` times), so a change in the machine's
+    # load hits both sides alike; medians are reported.
+    row["load_average_before"] = os.getloadavg()
+    times, result, oasis_times = [], None, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "traces.npy"
+        np.save(path, traces)
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            result = calab.run_cadecon(traces, fs, backend=args.backend, progress=False)
+            times.append(time.perf_counter() - started)
+            if python is not None:
                 done = subprocess.run([str(python), str(WORKER), str(path), str(Path(tmp) / "out")],
                                       capture_output=True, text=True, check=True)
                 for name, seconds in json.loads(done.stdout.strip().splitlines()[-1]).items():
-                    best.setdefault(name, [])
-                    best[name].append(seconds)
-            for name, seconds in best.items():
-                row[f"oasis_{name}_s"] = float(np.median(seconds))
-                row[f"oasis_{name}_corr"] = spike_correlation(np.load(Path(tmp) / f"out_{name}.npy"), spikes, fs)
-                row[f"ratio_vs_oasis_{name}"] = row[f"oasis_{name}_s"] / row["cadecon_s"]
+                    oasis_times.setdefault(name, []).append(seconds)
+        row["load_average_after"] = os.getloadavg()
+        row["cadecon_s"] = float(np.median(times))
+        row["cadecon_runs_s"] = times
+        row["cadecon_taus"] = (result.metadata["tau_rise"], result.metadata["tau_decay"])
+        row["cadecon_corr"] = spike_correlation(np.asarray(result.activity), spikes, fs)
+        for name, seconds in oasis_times.items():
+            row[f"oasis_{name}_s"] = float(np.median(seconds))
+            row[f"oasis_{name}_runs_s"] = seconds
+            row[f"oasis_{name}_corr"] = spike_correlation(np.load(Path(tmp) / f"out_{name}.npy"), spikes, fs)
+            row[f"ratio_vs_oasis_{name}"] = row[f"oasis_{name}_s"] / row["cadecon_s"]
     return row
 
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--populations", default="gcamp6f:30:120:9000",
                         help="comma-separated preset:fs:cells:frames (default gcamp6f:30:120:9000)")
     parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of ours and OASIS (medians)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-oasis", action="store_true", help="time run_cadecon only")
     parser.add_argument("--json", help="write the rows here")
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_population(population(text), args, python))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
+    loads = [r["load_average_before"][0] for r in rows] + [r["load_average_after"][0] for r in rows]
+    print(f"{args.repeats} alternating runs per method, medians; load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
