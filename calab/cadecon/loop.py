@@ -464,29 +464,38 @@ def _continuous(run: _Run, taus: tuple[float, float], report: bool) -> tuple[Any
     """
     from calab.deconvolution import run_deconvolution_full
 
-    n = run.n_cells
-    done = [0]
-
-    def advance(cells: int) -> None:
-        done[0] += cells
-        run.event("finalization", done[0] / n)
-
     def solve(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         lam = CONTINUOUS_LAMBDA_PER_NOISE * noise_sigma(block)
         # The banded AR(2) operator is O(T) per iteration and solves the same problem as the
         # FFT convolution (relative difference ~1e-3); at 120-160 Hz it is 2-6x faster.
         out = run_deconvolution_full(block, run.fs, taus[0], taus[1], lam, conv_mode=CONTINUOUS_CONV_MODE,
-                                     backend=run.backend_name, progress=advance if report else False)
+                                     backend=run.backend_name, progress=False)
         activity = np.asarray(out.activity, dtype=np.float32)
         return (activity, *_fit_scalars(block, activity, np.asarray(out.reconvolution, dtype=np.float64),
                                         taus, run.fs))
 
+    n = run.n_cells
     if report:
         run.event("finalization", 0.0)
     if run.ragged:
-        parts = [solve(row.reshape(1, -1)) for row in run.rows]
+        parts = []
+        for index, row in enumerate(run.rows):
+            parts.append(solve(row.reshape(1, -1)))
+            if report:
+                run.event("finalization", (index + 1) / n)
         return ([p[0][0] for p in parts], *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3)))
-    return solve(run.rows)
+    # Cell chunks: progress and pause points, and only one chunk's float64 solution and fit
+    # in memory at a time.  Each cell's solution does not depend on the chunking; chunks of
+    # at least the backend's minimum keep its lanes full.
+    chunk = max(int(run.backend.min_chunk_cells()), math.ceil(n / FINALIZATION_STEPS))
+    activity = np.empty(run.rows.shape, dtype=np.float32)
+    alphas, baselines, pves = np.empty(n), np.empty(n), np.empty(n)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        activity[start:stop], alphas[start:stop], baselines[start:stop], pves[start:stop] = solve(run.rows[start:stop])
+        if report:
+            run.event("finalization", stop / n)
+    return activity, alphas, baselines, pves
 
 
 def _fit_scalars(traces: np.ndarray, activity: np.ndarray, reconvolution: np.ndarray, taus: tuple[float, float],
