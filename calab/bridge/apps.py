@@ -163,18 +163,24 @@ def _wait(session: BridgeSession, timeout: float | None, show_progress: bool) ->
     began = time.monotonic()
     shown_key: Any = None
     progress_shown = False
+
+    def show(progress: Any) -> None:
+        nonlocal shown_key, progress_shown
+        if show_progress and isinstance(progress, dict):
+            key = (progress.get("iteration"), progress.get("phase_progress"), progress.get("status"))
+            if key != shown_key:
+                shown_key, progress_shown = key, True
+                sys.stdout.write("\r\x1b[2K" + _format_progress(progress))
+                sys.stdout.flush()
+
     try:
         while True:
             if session.done.wait(_TICK_S):
+                # A run shorter than a tick still ends on its final line (the learned taus).
+                show(session.progress)
                 return True
             now = time.monotonic()
-            progress = session.progress
-            if show_progress and isinstance(progress, dict):
-                key = (progress.get("iteration"), progress.get("phase_progress"), progress.get("status"))
-                if key != shown_key:
-                    shown_key, progress_shown = key, True
-                    sys.stdout.write("\r\x1b[2K" + _format_progress(progress))
-                    sys.stdout.flush()
+            show(session.progress)
             if timeout is not None and now - began >= timeout:
                 print(("\n" if progress_shown else "") + f"Nothing was exported within {timeout:g} s: returning "
                       "None. Pass a longer timeout= (or None to wait until Ctrl-C).")
