@@ -276,6 +276,15 @@ def _export_number(parameters: dict, key: str, path: Path, *, positive: bool) ->
     return value
 
 
+def _json_file(path: Path, as_path: str, missing: str, what: str) -> dict:
+    """The JSON object in the file ``path``; a directory or a missing file is named plainly."""
+    if not path.is_file():
+        if path.is_dir():
+            raise ValueError(f"{as_path} is a directory, not a file: {path}")
+        raise FileNotFoundError(f"{missing}: {path}")
+    return read_json_object(path, what)
+
+
 def load_export_params(path: str | os.PathLike[str]) -> dict:
     """Load deconvolution parameters from a CaTune export JSON.
 
@@ -308,11 +317,7 @@ def load_export_params(path: str | os.PathLike[str]) -> dict:
         version.
     """
     path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise ValueError(f"Export JSON path is a directory, not a file: {path}")
-        raise FileNotFoundError(f"Export JSON not found: {path}")
-    data = read_json_object(path, "CaTune export")
+    data = _json_file(path, "Export JSON path", "Export JSON not found", "CaTune export")
 
     version = data.get("schema_version")
     if version is not None:
@@ -396,11 +401,7 @@ def read_parameters(path: str | os.PathLike[str]) -> dict:
         value that is not a valid number.
     """
     path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise ValueError(f"Parameters path is a directory, not a file: {path}")
-        raise FileNotFoundError(f"Parameters file not found: {path}")
-    data = read_json_object(path, "Parameters file")
+    data = _json_file(path, "Parameters path", "Parameters file not found", "Parameters file")
     if "parameters" in data:
         params = load_export_params(path)
         return {**params, "lambda_per_noise": None, "kind": "catune-export"}
