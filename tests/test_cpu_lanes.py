@@ -203,3 +203,26 @@ def test_kernel_exponentials_must_describe_the_taps():
         KernelTaps(good.taps, exponentials=(decay, rise, 2 * peak))
     with pytest.raises(ValueError, match="do not describe"):
         KernelTaps(good.taps[::-1], exponentials=(decay, rise, peak))
+
+
+def test_padded_lane_blocks_give_the_row_kernels_results(monkeypatch):
+    """3, 5 and 7 cells run in 4- and 8-lane kernels with inactive padding lanes."""
+    from calab.backends.cpu._lanes import MAX_LANES, LaneBatch, padded_lanes
+    from calab.engine import Problem, get_plan
+
+    assert [padded_lanes(c) for c in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 9]
+    assert MAX_LANES == 8
+    cpu = get_backend("numpy")
+    monkeypatch.setattr(cpu, "workers", 1)  # one block of all the cells
+    problem = Problem.catune(30.0, 0.1, 0.6, max_iters=2000, conv_mode="banded", constraint="box01")
+    for cells in (3, 5, 7):
+        _, work = _problem_data(cells, 1500, seed=cells, fs=30.0)
+        plan = get_plan(cpu, problem, 1500)
+        threshold = plan.thresholds(np.full(cells, 0.2))
+        expected = _row_path(plan, work, threshold)
+        assert LaneBatch(plan, work, threshold, None).rows == padded_lanes(cells)
+        ours = cpu.run_fista(plan, work, threshold)
+        np.testing.assert_array_equal(ours.x, expected.x)
+        np.testing.assert_array_equal(ours.iterations, expected.iterations)
+        np.testing.assert_array_equal(ours.converged, expected.converged)
+        assert len(set(expected.iterations.tolist())) > 1  # lanes finish at different steps
