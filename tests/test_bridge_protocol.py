@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import signal
 import socket
 import threading
 import time
@@ -365,6 +366,16 @@ def test_watchdog_not_armed_before_the_first_heartbeat(monkeypatch):
 
 
 def test_ctrl_c_cancels_and_closes_the_socket(capsys):
+    # interrupt_main() only simulates Ctrl-C when SIGINT has Python's default handler; a
+    # library used by an earlier test (a Dask cluster, a kernel client) may have replaced it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_cancels_and_closes_the_socket(capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_cancels_and_closes_the_socket(capsys):
     ports = []
 
     def interrupt(url):
