@@ -179,6 +179,31 @@ def _grid(h: np.ndarray, times: np.ndarray, dt: float):
     return slow, two, res2[rows, best2], res[rows, best]
 
 
+def _bracket_residuals(h: np.ndarray, hh: np.ndarray, taus: np.ndarray, phase: np.ndarray,
+                       moving: np.ndarray, fixed: list[np.ndarray]) -> np.ndarray:
+    """Residuals of :func:`_evaluate_rows` for rows whose tau ``phase`` takes ``moving``.
+
+    The same arithmetic on the same values, with the fast component's sums computed
+    only for the rows that have one (the others' are zeroed inside :func:`_nnls`).
+    """
+    with np.errstate(invalid="ignore"):
+        rise = np.where((phase == 0)[:, None], moving, fixed[0])
+        decay = np.where((phase == 1)[:, None], moving, fixed[1])
+        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decay - rise, 0.0)
+        active = (taus[:, 2] > 1e-10) & (taus[:, 3] > taus[:, 2])
+        rf, gff, gsf = np.zeros(h.shape[0]), np.zeros(h.shape[0]), np.zeros(h.shape[0])
+        fast = np.flatnonzero(active)
+        if fast.size:
+            fast_phase = phase[fast][:, None]
+            fast_rise = np.where(fast_phase == 2, moving[fast], fixed[2][fast])
+            fast_decay = np.where(fast_phase == 3, moving[fast], fixed[3][fast])
+            tf = np.where(((taus[fast, 2] > 0) & (taus[fast, 3] > 0))[:, None], fast_decay - fast_rise, 0.0)
+            rf[fast] = np.sum(h[fast] * tf, axis=1)
+            gff[fast] = np.sum(tf * tf, axis=1)
+            gsf[fast] = np.sum(ts[fast] * tf, axis=1)
+    return _nnls(hh, np.sum(h * ts, axis=1), rf, np.sum(ts * ts, axis=1), gff, gsf, active)[2]
+
+
 def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_fast: np.ndarray) -> np.ndarray:
     """Golden-section coordinate descent (§4.4), every row at once.
 
@@ -207,6 +232,7 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
         if not move.any():
             continue
         both_h = np.concatenate([h, h])
+        both_hh = np.sum(both_h * both_h, axis=1)
         both_phase = np.concatenate([phase, phase])
         # Only one tau of each row moves in this step: the other three decays are computed
         # once, the moving one per bracket point (the same values _evaluate_rows computes).
@@ -219,8 +245,7 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
             trial[np.arange(2 * rows.size), both_phase] = points
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 moving = np.exp(-times / points[..., None])
-            decays = [np.where((both_phase == k)[:, None], moving, fixed[k]) for k in range(4)]
-            residual = _evaluate_rows(both_h, times, trial, decays)[2]
+            residual = _bracket_residuals(both_h, both_hh, trial, both_phase, moving, fixed)
             left = residual[: rows.size] < residual[rows.size :]
             hi = np.where(move & left, x2, hi)
             lo = np.where(move & ~left, x1, lo)
@@ -340,20 +365,21 @@ def fit_biexponentials(
         h = full_h[:, first:]
         times = full_times[first:]
         slow, two, res_two, res_slow = _grid(h, times, dt)
+        m = len(members)
+        # Warm starts compete with the grid's candidates.  Every row is refined on its
+        # own, so the grid's two candidates and the warm starts of all members go through
+        # one batched refinement (one sequence of golden-section steps instead of two).
+        warmed = [j for j, i in enumerate(members) if warm_taus[i] is not None]
+        starts = np.asarray([warm_taus[members[j]] for j in warmed]).reshape(len(warmed), 4)
+        res_w = _evaluate_rows(h[warmed], times, starts)[2] if warmed else np.zeros(0)
         if refine:
             both, res_both = _refine_candidates(
-                np.concatenate([h, h]), times, dt, np.concatenate([slow, two]), np.concatenate([res_slow, res_two])
+                np.concatenate([h, h, h[warmed]]), times, dt, np.concatenate([slow, two, starts]),
+                np.concatenate([res_slow, res_two, res_w]),
             )
-            m = len(members)
-            slow, two, res_slow, res_two = both[:m], both[m:], res_both[:m], res_both[m:]
-        # Warm starts of all members at once (every row is computed independently, so
-        # this is the same as refining them one by one, in a fraction of the calls).
-        warmed = [j for j, i in enumerate(members) if warm_taus[i] is not None]
+            slow, two, starts = both[:m], both[m:2 * m], both[2 * m:]
+            res_slow, res_two, res_w = res_both[:m], res_both[m:2 * m], res_both[2 * m:]
         if warmed:
-            starts = np.asarray([warm_taus[members[j]] for j in warmed])
-            res_w = _evaluate_rows(h[warmed], times, starts)[2]
-            if refine:
-                starts, res_w = _refine_candidates(h[warmed], times, dt, starts, res_w)
             fast_w = _has_fast(starts)
             for k, j in enumerate(warmed):
                 if fast_w[k]:
