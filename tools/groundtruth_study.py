@@ -1,0 +1,164 @@
+"""Where run_cadecon's timing and accuracy stand on the development set (a study tool).
+
+The development set is a folder of real recordings with simultaneous electrophysiology and
+its scorer (``score.py``), kept outside the repository (``../shared/groundtruth`` beside the
+checkout by default).  Three studies, each printing a Markdown table (docs/cadecon.md,
+"How far the development set lets the method go"):
+
+``onset``
+    A least-squares regression of each recording's trace on its own true spike counts
+    (a free response from 12 frames before the spike to 60 after): where the response
+    reaches half its peak and its peak, relative to the spike.  A response that is
+    already half-way up *before* the spike says the recording's clocks are offset: no
+    causal method can place those events on time.
+``timing``
+    run_cadecon with defaults, one call per neuron; r25 of its activity moved earlier by
+    fractions of a frame and by fixed times.  A gain from moving earlier means the
+    recordings' responses start later than the kernel (which starts at the spike).
+``ceiling``
+    FISTA (λ = the noise SD, the default continuous solve) at every bi-exponential kernel
+    of a grid, per neuron: the best r25 any kernel of the family reaches there, an upper
+    bound of what kernel estimation alone can give.
+
+    python tools/groundtruth_study.py onset --datasets DS31
+    python tools/groundtruth_study.py timing
+    python tools/groundtruth_study.py ceiling --datasets DS07 DS10
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+import calab
+from calab.noise import noise_sd
+
+DEFAULT_FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "groundtruth"
+FRAME_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+TIME_SHIFTS_S = (0.01, 0.02, 0.04)
+GRID_RISE_S = (0.003, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+GRID_DECAY_S = (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def _scorer(folder: Path):
+    spec = importlib.util.spec_from_file_location("groundtruth_score", folder / "score.py")
+    if spec is None or not (folder / "score.py").is_file():
+        raise SystemExit(f"no score.py in {folder}: pass --groundtruth FOLDER")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _neurons(score, folder: Path, datasets: list[str], max_neurons: int, max_minutes: float):
+    """Per neuron: dataset, name and its recordings at its first frame rate (as score.py groups them)."""
+    for name in datasets:
+        if not (folder / f"{name}.npz").is_file():
+            raise SystemExit(f"no {name}.npz in {folder}")
+        _, neurons = score.load(name, max_neurons, max_minutes)
+        for neuron, recordings in neurons:
+            by_rate = defaultdict(list)
+            for rec in recordings:
+                by_rate[round(rec["fs"], 3)].append(rec)
+            for group in by_rate.values():
+                yield name, neuron, group
+
+
+def _weighted_r25(score, activities, group) -> float:
+    scores = [s for s in (score.score_recording(a, r["fs"], r["t0"], r["spikes"])
+                          for a, r in zip(activities, group)) if s]
+    weights = np.array([s["dur"] for s in scores])
+    return float(np.sum(weights * [s["r25"] for s in scores]) / weights.sum()) if scores else float("nan")
+
+
+def moved_earlier(activity: np.ndarray, fs: float, seconds: float) -> np.ndarray:
+    """``activity`` moved earlier by ``seconds`` (fractional shifts through its cumulative sum,
+    so the total is kept and nothing turns negative)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(activity)])
+    clock = np.arange(activity.size + 1) / fs
+    return np.diff(np.interp(clock + seconds, clock, cumulative))
+
+
+def _fista(traces, fs: float, taus: tuple[float, float]) -> list[np.ndarray]:
+    out = []
+    for trace in traces:
+        row = trace.reshape(1, -1)
+        result = calab.run_deconvolution_full(row, fs, taus[0], taus[1], float(noise_sd(row)[0]),
+                                              conv_mode="banded", backend="numpy", progress=False)
+        out.append(np.asarray(result.activity, dtype=np.float64).ravel())
+    return out
+
+
+def study_onset(score, neurons) -> None:
+    pre, post = 12, 60
+    print("| dataset | neuron | fs (Hz) | half-rise (ms from spike) | peak (ms) |")
+    print("|---|---|---|---|---|")
+    for dataset, neuron, group in neurons:
+        for rec in group:
+            fs, trace = rec["fs"], rec["trace"]
+            counts = np.histogram(rec["spikes"], bins=rec["t0"] + np.arange(trace.size + 1) / fs)[0].astype(float)
+            design = np.column_stack([np.roll(counts, lag) for lag in range(-pre, post)] + [np.ones(trace.size)])
+            edge = post + pre  # rolled-in samples at both ends are left out
+            response = np.linalg.lstsq(design[edge:-edge], trace[edge:-edge], rcond=None)[0][:-1]
+            peak = int(np.argmax(response))
+            half = int(np.argmax(response >= 0.5 * response[peak]))
+            print(f"| {dataset} | {neuron} | {fs:.1f} | {(half - pre) / fs * 1e3:+.0f} | {(peak - pre) / fs * 1e3:+.0f} |")
+
+
+def study_timing(score, neurons) -> None:
+    rows = defaultdict(list)
+    for dataset, neuron, group in neurons:
+        fs = float(group[0]["fs"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = calab.run_cadecon([r["trace"] for r in group], fs, progress=False, backend="numpy")
+        activities = [np.asarray(a, dtype=np.float64).ravel() for a in result.activity]
+        shifts = [f / fs for f in FRAME_SHIFTS] + list(TIME_SHIFTS_S)
+        rows[dataset].append([_weighted_r25(score, [moved_earlier(a, fs, s) for a in activities], group)
+                              for s in shifts])
+        print(f"  {dataset} {neuron}: " + " ".join(f"{v:.3f}" for v in rows[dataset][-1]), file=sys.stderr, flush=True)
+    heads = [f"{f:g} frame" for f in FRAME_SHIFTS] + [f"{s * 1e3:g} ms" for s in TIME_SHIFTS_S]
+    print("| dataset (median r25) | " + " | ".join(heads) + " |")
+    print("|---|" + "---|" * len(heads))
+    for dataset, values in rows.items():
+        print(f"| {dataset} | " + " | ".join(f"{v:.3f}" for v in np.median(values, axis=0)) + " |")
+
+
+def study_ceiling(score, neurons) -> None:
+    best = defaultdict(list)
+    print("| dataset | neuron | best (τr, τd) s | best r25 |")
+    print("|---|---|---|---|")
+    for dataset, neuron, group in neurons:
+        fs = float(group[0]["fs"])
+        found = {}
+        for rise in GRID_RISE_S:
+            for decay in GRID_DECAY_S:
+                if rise < decay / 2:
+                    found[(rise, decay)] = _weighted_r25(score, _fista([r["trace"] for r in group], fs, (rise, decay)), group)
+        taus = max(found, key=found.get)
+        best[dataset].append(found[taus])
+        print(f"| {dataset} | {neuron} | {taus} | {found[taus]:.3f} |", flush=True)
+    for dataset, values in best.items():
+        print(f"| {dataset} | median | | {np.median(values):.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=("onset", "timing", "ceiling"))
+    parser.add_argument("--groundtruth", type=Path, default=DEFAULT_FOLDER, help="folder with score.py and DSxx.npz")
+    parser.add_argument("--datasets", nargs="*", default=["DS07", "DS10", "DS12", "DS31"])
+    parser.add_argument("--max-neurons", type=int, default=10)
+    parser.add_argument("--max-minutes", type=float, default=4.0)
+    args = parser.parse_args()
+    score = _scorer(args.groundtruth)
+    neurons = list(_neurons(score, args.groundtruth, args.datasets, args.max_neurons, args.max_minutes))
+    {"onset": study_onset, "timing": study_timing, "ceiling": study_ceiling}[args.study](score, neurons)
+
+
+if __name__ == "__main__":
+    main()
