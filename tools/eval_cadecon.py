@@ -63,8 +63,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def scenario(name: str, preset: str, *, speed: float = 1.0, fs: float = 30.0, snr: float | None = None,
-             poisson_hz: float | None = None, drift: float | None = None, start: str = "none") -> dict[str, Any]:
-    return dict(name=name, preset=preset, speed=speed, fs=fs, snr=snr, poisson_hz=poisson_hz, drift=drift, start=start)
+             poisson_hz: float | None = None, drift: float | None = None, start: str = "none",
+             neuropil: float | None = None) -> dict[str, Any]:
+    return dict(name=name, preset=preset, speed=speed, fs=fs, snr=snr, poisson_hz=poisson_hz, drift=drift, start=start,
+                neuropil=neuropil)
 
 
 SUITES: dict[str, list[dict[str, Any]]] = {
@@ -110,6 +112,14 @@ SUITES: dict[str, list[dict[str, Any]]] = {
         scenario("jgcamp8f 60 Hz", "jgcamp8f", fs=60.0),
         scenario("gcamp6f x3 160 Hz", "gcamp6f", speed=3.0, fs=160.0),
     ],
+    # traces contaminated by the surround: the mean calcium of another population added
+    # with this SD relative to each cell's own trace (as uncorrected suite2p/CaImAn F is)
+    "neuropil": [
+        scenario("gcamp6f neuropil 0.5", "gcamp6f", neuropil=0.5),
+        scenario("gcamp6f neuropil 1.0", "gcamp6f", neuropil=1.0),
+        scenario("gcamp6s neuropil 0.5", "gcamp6s", neuropil=0.5),
+        scenario("jgcamp8f x2 60 Hz neuropil 0.5", "jgcamp8f", speed=2.0, fs=60.0, neuropil=0.5),
+    ],
 }
 
 
@@ -129,6 +139,19 @@ def simulate(spec: dict[str, Any], cells: int, minutes: float, seed: int) -> tup
         patch["drift"] = {"step_std_fraction": spec["drift"]}
     config = preset(**overrides, **patch)
     return calab.simulate(config), true
+
+
+NEUROPIL_CELLS = 30
+
+
+def neuropil(spec: dict[str, Any], traces: np.ndarray, minutes: float, seed: int) -> np.ndarray:
+    """``(n_cells, T)`` surround signal: the mean clean calcium of another population of the
+    same indicator (its own spikes), centred, scaled per cell to ``spec["neuropil"]`` times
+    the SD of that cell's trace."""
+    other, _ = simulate({**spec, "neuropil": None}, NEUROPIL_CELLS, minutes, seed + 1000)
+    surround = np.mean([np.asarray(c.clean_calcium, dtype=np.float64) for c in other.ground_truth], axis=0)
+    surround = (surround - surround.mean()) / surround.std()
+    return spec["neuropil"] * traces.std(axis=1, keepdims=True) * surround[None, : traces.shape[1]]
 
 
 def binned(values: np.ndarray, width: int) -> np.ndarray:
@@ -155,6 +178,8 @@ def evaluate(spec: dict[str, Any], variants: list[str], cells: int, minutes: flo
              backend: str | None) -> list[dict[str, Any]]:
     sim, true = simulate(spec, cells, minutes, seed)
     traces = np.asarray(sim.traces, dtype=np.float64)
+    if spec.get("neuropil"):
+        traces = traces + neuropil(spec, traces, minutes, seed)
     spikes = np.stack([np.asarray(c.spikes, dtype=np.float64) for c in sim.ground_truth])
     fs = spec["fs"]
     true_peak = tau_to_shape(*true)[0]
