@@ -191,13 +191,18 @@ def _bispectrum(backend: Any, segments: np.ndarray, top: int) -> tuple[np.ndarra
     n_segments, length = segments.shape
     spectra = xp.fft.rfft(backend.asarray(segments), axis=1)
     power = xp.sum(xp.abs(spectra) ** 2, axis=0)
-    rows = []
-    for i in range(1, top):
-        width = min(i, top - 1 - i)  # j = 1 .. width
-        if width < 1:
-            rows.append(None)
-            continue
-        rows.append(spectra[:, i] @ (spectra[:, 1:width + 1] * xp.conj(spectra[:, i + 1:i + width + 1])))
+    rows: list[Any] = [None] * (top - 1)
+
+    def triangle_rows(block: slice) -> None:
+        for i in range(1 + block.start, 1 + block.stop):
+            width = min(i, top - 1 - i)  # j = 1 .. width
+            if width >= 1:
+                rows[i - 1] = spectra[:, i] @ (spectra[:, 1:width + 1] * xp.conj(spectra[:, i + 1:i + width + 1]))
+
+    # Host backends spread the rows over their cores (each row is computed the same way
+    # whichever thread does it; the triangle's row widths are symmetric about its middle,
+    # so two halves are equal work).
+    backend.for_row_blocks(triangle_rows, top - 1)
     power_host = np.asarray(backend.to_numpy(power), dtype=np.float64) / n_segments
     full = np.zeros((top, top), dtype=np.complex128)
     for i, row in enumerate(rows, start=1):
