@@ -247,7 +247,7 @@ class NumpyBackend(Backend):
     def fista_batch(self, plan, work, threshold, x0=None, valid=None):
         """Banded solves in SIMD lane blocks (:mod:`._lanes`); the generic step otherwise."""
         if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
-            if _lanes.MAX_LANES < work.shape[0] <= _lanes.job_size(plan):
+            if _lanes.MAX_LANES < work.shape[0] <= 2 * _lanes.MAX_LANES:
                 return _lanes.LanePair(plan, work, threshold, x0)
             return _lanes.LaneBatch(plan, work, threshold, x0)
         return super().fista_batch(plan, work, threshold, x0, valid)
@@ -259,9 +259,9 @@ class NumpyBackend(Backend):
         if n_cells == 0:
             return Backend.run_fista(self, plan, work, threshold, x0, valid)
         if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
-            # one SIMD lane per cell, blocks spread evenly; a banded block of 9-16 cells runs
-            # as a pair of lane blocks, 8 cells and the rest (_lanes.LanePair)
-            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers, _lanes.job_size(plan))]
+            # one SIMD lane per cell, blocks spread evenly; a block of 9-16 cells runs as a
+            # pair of lane blocks, 8 cells and the rest (_lanes.LanePair)
+            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers, 2 * _lanes.MAX_LANES)]
         else:
             # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
             # keep its SIMD lanes full; blocks are split evenly so every worker gets the

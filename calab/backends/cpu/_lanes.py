@@ -535,14 +535,6 @@ def lane_operator(plan: Any) -> tuple[str, np.ndarray, int]:
     return "biexp", np.array([decay, rise, decay_lag, rise_lag, scale], dtype=np.float64), int(length)
 
 
-def job_size(plan: Any) -> int:
-    """Most cells one worker's job iterates: a pair of blocks (:class:`LanePair`) for the
-    AR(2) recursion, one block for FFT mode's float64 recursions, whose pass A is not
-    latency-bound (a pair of 8 + 8 lanes costs what two blocks cost, measured at 9000
-    samples, and would leave more lanes empty)."""
-    return 2 * MAX_LANES if plan.conv_mode == "banded" else MAX_LANES
-
-
 def lane_blocks(n_cells: int, workers: int, size: int = MAX_LANES) -> list[range]:
     """Balanced blocks of at most ``size`` cells, a multiple of ``workers`` of them."""
     if n_cells == 0:
