@@ -112,13 +112,12 @@ def test_lane_blocks_are_balanced_and_cover_every_cell():
 
     for cells in (1, 2, 5, 16, 17, 20, 33, 100, 1000):
         for workers in (1, 2, 3):
-            for size in (MAX_LANES, 2 * MAX_LANES):
-                blocks = lane_blocks(cells, workers, size)
-                assert [i for b in blocks for i in b] == list(range(cells))
-                sizes = [len(b) for b in blocks]
-                assert max(sizes) <= size and max(sizes) - min(sizes) <= 1
-                if cells >= workers:
-                    assert len(blocks) % workers == 0
+            blocks = lane_blocks(cells, workers)
+            assert [i for b in blocks for i in b] == list(range(cells))
+            sizes = [len(b) for b in blocks]
+            assert max(sizes) <= MAX_LANES and max(sizes) - min(sizes) <= 1
+            if cells >= workers:
+                assert len(blocks) % workers == 0
 
 
 def test_simd_vectors_do_what_the_scalar_code_does():
@@ -227,41 +226,3 @@ def test_padded_lane_blocks_give_the_row_kernels_results(monkeypatch):
         np.testing.assert_array_equal(ours.iterations, expected.iterations)
         np.testing.assert_array_equal(ours.converged, expected.converged)
         assert len(set(expected.iterations.tolist())) > 1  # lanes finish at different steps
-
-
-@pytest.mark.parametrize("cells", [9, 12, 16])
-@pytest.mark.parametrize("constraint", ["box01", "nonneg"])
-def test_lane_pairs_give_the_row_kernels_results(monkeypatch, cells, constraint):
-    """9-16 cells run as a pair of lane blocks (one block's pass B in the loop of the
-    other's pass A); cells stop at different iterations, restarts happen, and the running
-    cells are re-packed into one block once at most 8 are left."""
-    from calab.backends.cpu import _lanes
-    from calab.engine import Problem, get_plan
-
-    cpu = get_backend("numpy")
-    monkeypatch.setattr(cpu, "workers", 1)  # one job of all the cells
-    problem = Problem.catune(30.0, 0.1, 0.6, max_iters=2000, conv_mode="banded", constraint=constraint)
-    _, work = _problem_data(cells, 1200, seed=40 + cells, fs=30.0)
-    if constraint == "nonneg":
-        work = work * np.float32(4.0)
-    plan = get_plan(cpu, problem, 1200)
-    threshold = plan.thresholds(np.linspace(0.05, 0.4, cells))
-    x0 = np.zeros((cells, 1200), np.float32)
-    x0[1::3] = (work[1::3] > 0.5).astype(np.float32) * 0.25  # some warm starts
-    batch = cpu.fista_batch(plan, work, threshold, x0)
-    assert isinstance(batch, _lanes.LanePair) and batch.rows == 8 + _lanes.padded_lanes(cells - 8)
-    merged = []
-    original = _lanes.LanePair.compact
-
-    def compact(self, keep):
-        original(self, keep)
-        merged.append(self.merged is not None)
-
-    monkeypatch.setattr(_lanes.LanePair, "compact", compact)
-    expected = _row_path(plan, work, threshold, x0)
-    ours = cpu.run_fista(plan, work, threshold, x0=x0)
-    np.testing.assert_array_equal(ours.x, expected.x)
-    np.testing.assert_array_equal(ours.iterations, expected.iterations)
-    np.testing.assert_array_equal(ours.converged, expected.converged)
-    assert len(set(expected.iterations.tolist())) > 1  # lanes finish at different steps
-    assert merged and all(merged)  # the pair became one block once few cells were left

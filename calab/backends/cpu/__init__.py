@@ -6,8 +6,7 @@ What differs from the generic algorithm here:
 * The banded AR(2) recursions are Numba kernels (``scipy.signal.lfilter`` along the time
   axis without Numba), sequential or segmented (``ar2_segment_lanes``).  Banded FISTA
   solves run in SIMD lane blocks (:mod:`._lanes`): up to 8 cells time-major, one
-  vector per time step, the whole iteration in two passes over memory; 9-16 cells as a
-  pair of blocks whose passes overlap.
+  vector per time step, the whole iteration in two passes over memory.
 * The rolling order statistic is ``scipy.ndimage.rank_filter`` (exact).
 * The FISTA driver runs cache-sized cell blocks on a thread pool: NumPy ufuncs and
   pocketfft release the GIL, so blocks of a few cells keep every core busy and their
@@ -247,8 +246,6 @@ class NumpyBackend(Backend):
     def fista_batch(self, plan, work, threshold, x0=None, valid=None):
         """Banded solves in SIMD lane blocks (:mod:`._lanes`); the generic step otherwise."""
         if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
-            if _lanes.MAX_LANES < work.shape[0] <= 2 * _lanes.MAX_LANES:
-                return _lanes.LanePair(plan, work, threshold, x0)
             return _lanes.LaneBatch(plan, work, threshold, x0)
         return super().fista_batch(plan, work, threshold, x0, valid)
 
@@ -259,9 +256,8 @@ class NumpyBackend(Backend):
         if n_cells == 0:
             return Backend.run_fista(self, plan, work, threshold, x0, valid)
         if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
-            # one SIMD lane per cell, blocks spread evenly; a block of 9-16 cells runs as a
-            # pair of lane blocks, 8 cells and the rest (_lanes.LanePair)
-            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers, 2 * _lanes.MAX_LANES)]
+            # one SIMD lane per cell, up to 16 cells per block, blocks spread evenly
+            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers)]
         else:
             # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
             # keep its SIMD lanes full; blocks are split evenly so every worker gets the

@@ -36,7 +36,6 @@ __all__ = [
     "narrow",
     "where_greater_equal",
     "widen",
-    "widen_part",
 ]
 
 
@@ -208,29 +207,3 @@ def narrow(typingctx, vector):
         return builder.fptrunc(args[0], ir.VectorType(ir.FloatType(), vector.width))
 
     return slim(vector), codegen
-
-
-@intrinsic(prefer_literal=True)
-def widen_part(typingctx, vector, start, width):
-    """float32 lanes ``start … start + width − 1`` → float64 lanes (exact).
-
-    Lets a kernel keep its float64 work in vectors of at most 256 bits: on Intel cores a
-    512-bit instruction in flight shuts the vector unit of port 1, so ``<8 x double>``
-    arithmetic in a loop slows every other vector instruction there.
-    """
-    if not (isinstance(vector, Vector) and vector.dtype == types.float32):
-        raise TypingError("widen_part() takes a float32 vector")
-    first, lanes = _width(start), _width(width)
-    if first < 0 or first + lanes > vector.width:
-        raise TypingError(f"lanes {first}..{first + lanes - 1} are not in a vector of {vector.width}")
-    wide = Vector(lanes, types.float64)
-
-    def codegen(context, builder, signature, args):
-        picked = builder.shuffle_vector(
-            args[0], ir.Constant(ir.VectorType(ir.FloatType(), vector.width), ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), lanes), list(range(first, first + lanes))),
-        )
-        return builder.fpext(picked, ir.VectorType(ir.DoubleType(), lanes))
-
-    return wide(vector, start, width), codegen
-
