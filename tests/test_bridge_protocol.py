@@ -420,10 +420,17 @@ def test_bad_sampling_rate(fs):
 
 @pytest.mark.parametrize("fs, shown", [(np.int64(20), b"20"), (np.float32(12.5), b"12.5"), (25, b"25")])
 def test_numpy_sampling_rates_are_served_as_json_numbers(fs, shown):
-    seen = {}
-    result = launch("catune", TRACES, fs, open_browser=False, timeout=20,
-                    on_ready=lambda url: threading.Thread(target=lambda: seen.update(
-                        hosted_catune_session(url, {**catune_export(), "parameters": {}})), daemon=True).start())
+    seen, sessions = {}, []
+
+    def start_session(url):
+        # the page's export ends launch() before this thread has stored what it saw: join it
+        session = threading.Thread(target=lambda: seen.update(
+            hosted_catune_session(url, {**catune_export(), "parameters": {}})), daemon=True)
+        sessions.append(session)
+        session.start()
+
+    result = launch("catune", TRACES, fs, open_browser=False, timeout=20, on_ready=start_session)
+    sessions[0].join(timeout=20)
     assert json.dumps(seen["metadata"]["sampling_rate_hz"]).encode() == shown
     assert catune_params(result.payload, fs)["fs"] == fs
 

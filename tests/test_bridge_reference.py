@@ -61,11 +61,16 @@ def test_hosted_client_sees_the_same_protocol_as_with_0_3_0(tmp_path, monkeypatc
         proc.kill()
     their_params = json.loads(rest.split("RESULT ", 1)[1])
 
-    seen = {}
-    monkeypatch.setattr(apps.webbrowser, "open", lambda url: threading.Thread(
-        target=lambda: seen.update(observe_protocol(url, export)), daemon=True).start())
+    seen, clients = {}, []
+
+    def open_page(url):
+        clients.append(threading.Thread(target=lambda: seen.update(observe_protocol(url, export)), daemon=True))
+        clients[-1].start()
+
+    monkeypatch.setattr(apps.webbrowser, "open", open_page)
     with pytest.warns(calab.BridgeVersionWarning):
         our_params = calab.tune(traces, 30.0, timeout=60, app_url="https://example.org/CaTune/")
+    clients[0].join(30)  # tune returns as soon as the export arrives; the client records its reply after
 
     assert seen.keys() == theirs.keys()
     for key in theirs:
