@@ -10,6 +10,7 @@ depth at which the installed calab 0.3.0 results are reproduced, §4.4).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -117,22 +118,33 @@ def _decays(times: np.ndarray, taus: np.ndarray) -> list[np.ndarray]:
         return [np.exp(-times / np.asarray(taus[:, k], dtype=np.float64)[..., None]) for k in range(4)]
 
 
-def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray, decays: list[np.ndarray] | None = None):
-    """Fit betas for each row's own taus: ``h`` ``(M, n)``, ``taus`` ``(M, 4)`` → βs, βf, R.
+def _fit_rows(h: np.ndarray, hh: np.ndarray, taus: np.ndarray,
+              decay_of: Callable[[int, np.ndarray | None], np.ndarray]):
+    """Betas and residual of each row at its own taus: ``h`` ``(M, n)``, ``hh = Σh²``
+    ``(M,)``, ``taus`` ``(M, 4)`` → βs, βf, R.
 
-    ``decays``: the rows' ``e^{−t/τ}`` (:func:`_decays`) when the caller already has them.
+    ``decay_of(k, rows)`` gives ``e^{−t/τ_k}`` of ``rows`` (all rows for ``None``).  The
+    fast component's sums are computed only for the rows that have one; the others' would
+    be zeroed inside :func:`_nnls` anyway.
     """
-    if decays is None:
-        decays = _decays(times, taus)
-    with np.errstate(invalid="ignore"):
-        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decays[1] - decays[0], 0.0)
-        tf = np.where(((taus[:, 2] > 0) & (taus[:, 3] > 0))[:, None], decays[3] - decays[2], 0.0)
     active = (taus[:, 2] > 1e-10) & (taus[:, 3] > taus[:, 2])
-    tf = np.where(active[:, None], tf, 0.0)
-    return _nnls(
-        np.sum(h * h, axis=1), np.sum(h * ts, axis=1), np.sum(h * tf, axis=1),
-        np.sum(ts * ts, axis=1), np.sum(tf * tf, axis=1), np.sum(ts * tf, axis=1), active,
-    )
+    fast = np.flatnonzero(active)
+    rf, gff, gsf = np.zeros(h.shape[0]), np.zeros(h.shape[0]), np.zeros(h.shape[0])
+    with np.errstate(invalid="ignore"):
+        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decay_of(1, None) - decay_of(0, None), 0.0)
+        if fast.size:
+            tf = np.where(((taus[fast, 2] > 0) & (taus[fast, 3] > 0))[:, None], decay_of(3, fast) - decay_of(2, fast), 0.0)
+            rf[fast] = np.sum(h[fast] * tf, axis=1)
+            gff[fast] = np.sum(tf * tf, axis=1)
+            gsf[fast] = np.sum(ts[fast] * tf, axis=1)
+    return _nnls(hh, np.sum(h * ts, axis=1), rf, np.sum(ts * ts, axis=1), gff, gsf, active)
+
+
+def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray):
+    """Fit betas for each row's own taus: ``h`` ``(M, n)``, ``taus`` ``(M, 4)`` → βs, βf, R."""
+    decays = _decays(times, taus)
+    return _fit_rows(h, np.sum(h * h, axis=1), taus,
+                     lambda k, rows: decays[k] if rows is None else decays[k][rows])
 
 
 def _grid(h: np.ndarray, times: np.ndarray, dt: float):
@@ -179,31 +191,6 @@ def _grid(h: np.ndarray, times: np.ndarray, dt: float):
     return slow, two, res2[rows, best2], res[rows, best]
 
 
-def _bracket_residuals(h: np.ndarray, hh: np.ndarray, taus: np.ndarray, phase: np.ndarray,
-                       moving: np.ndarray, fixed: list[np.ndarray]) -> np.ndarray:
-    """Residuals of :func:`_evaluate_rows` for rows whose tau ``phase`` takes ``moving``.
-
-    The same arithmetic on the same values, with the fast component's sums computed
-    only for the rows that have one (the others' are zeroed inside :func:`_nnls`).
-    """
-    with np.errstate(invalid="ignore"):
-        rise = np.where((phase == 0)[:, None], moving, fixed[0])
-        decay = np.where((phase == 1)[:, None], moving, fixed[1])
-        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decay - rise, 0.0)
-        active = (taus[:, 2] > 1e-10) & (taus[:, 3] > taus[:, 2])
-        rf, gff, gsf = np.zeros(h.shape[0]), np.zeros(h.shape[0]), np.zeros(h.shape[0])
-        fast = np.flatnonzero(active)
-        if fast.size:
-            fast_phase = phase[fast][:, None]
-            fast_rise = np.where(fast_phase == 2, moving[fast], fixed[2][fast])
-            fast_decay = np.where(fast_phase == 3, moving[fast], fixed[3][fast])
-            tf = np.where(((taus[fast, 2] > 0) & (taus[fast, 3] > 0))[:, None], fast_decay - fast_rise, 0.0)
-            rf[fast] = np.sum(h[fast] * tf, axis=1)
-            gff[fast] = np.sum(tf * tf, axis=1)
-            gsf[fast] = np.sum(ts[fast] * tf, axis=1)
-    return _nnls(hh, np.sum(h * ts, axis=1), rf, np.sum(ts * ts, axis=1), gff, gsf, active)[2]
-
-
 def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_fast: np.ndarray) -> np.ndarray:
     """Golden-section coordinate descent (§4.4), every row at once.
 
@@ -235,7 +222,7 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
         both_hh = np.sum(both_h * both_h, axis=1)
         both_phase = np.concatenate([phase, phase])
         # Only one tau of each row moves in this step: the other three decays are computed
-        # once, the moving one per bracket point (the same values _evaluate_rows computes).
+        # once, the moving one per bracket point (the same values _evaluate_rows uses).
         fixed = _decays(times, np.concatenate([taus, taus]))
         for _ in range(GOLDEN_STEPS):
             x1 = hi - PHI * (hi - lo)
@@ -245,7 +232,13 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
             trial[np.arange(2 * rows.size), both_phase] = points
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 moving = np.exp(-times / points[..., None])
-            residual = _bracket_residuals(both_h, both_hh, trial, both_phase, moving, fixed)
+
+            def decay_of(k: int, rows: np.ndarray | None) -> np.ndarray:
+                if rows is None:
+                    return np.where((both_phase == k)[:, None], moving, fixed[k])
+                return np.where((both_phase[rows] == k)[:, None], moving[rows], fixed[k][rows])
+
+            residual = _fit_rows(both_h, both_hh, trial, decay_of)[2]
             left = residual[: rows.size] < residual[rows.size :]
             hi = np.where(move & left, x2, hi)
             lo = np.where(move & ~left, x1, lo)
