@@ -35,3 +35,19 @@ def test_moving_keeps_the_total_and_whole_frames_move_exactly(study):
         assert moved.sum() == pytest.approx(activity.sum())
         assert np.all(moved >= -1e-12)
     np.testing.assert_allclose(study.moved_earlier(activity, 100.0, 0.02), np.r_[activity[2:], 0, 0], atol=1e-12)
+
+
+def test_slowing_down_keeps_the_frame_clock(study):
+    trace = np.arange(23, dtype=float)  # 23 frames at 150 Hz -> factor 5, 4 frames, 3 dropped
+    for sampling, expected in (("mean", [2.0, 7.0, 12.0, 17.0]), ("start", [0.0, 5.0, 10.0, 15.0]),
+                               ("mid", [2.0, 7.0, 12.0, 17.0]), ("end", [4.0, 9.0, 14.0, 19.0])):
+        slowed, fs = study.slowed_down(trace, 150.0, 30.0, sampling)
+        assert fs == pytest.approx(30.0)
+        np.testing.assert_array_equal(slowed, expected)
+    slowed, fs = study.slowed_down(trace, 158.0, 60.0, "mean")  # factor round(2.63) = 3
+    assert fs == pytest.approx(158.0 / 3) and slowed.size == 7
+
+
+def test_slowing_down_refuses_an_unknown_sampling(study):
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        study.slowed_down(np.zeros(10), 100.0, 50.0, "middle")

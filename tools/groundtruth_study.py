@@ -19,17 +19,26 @@ checkout by default).  Three studies, each printing a Markdown table (docs/cadec
     FISTA (λ = the noise SD, the default continuous solve) at every bi-exponential kernel
     of a grid, per neuron: the best r25 any kernel of the family reaches there, an upper
     bound of what kernel estimation alone can give.
+``rates``
+    The fast recordings slowed down to the rates most two-photon data have (30 and 60 Hz
+    by default), where their timing is known to be right (lag 0 at the native rate):
+    r25 and lag of run_cadecon, and with ``--oasis`` of automated OASIS AR(2), for a frame
+    that integrates its whole exposure (``mean``) and for a scan that reads the cell once,
+    at the start, middle or end of the frame (``start``, ``mid``, ``end``).
 
     python tools/groundtruth_study.py onset --datasets DS31
     python tools/groundtruth_study.py timing
     python tools/groundtruth_study.py ceiling --datasets DS07 DS10
+    python tools/groundtruth_study.py rates --datasets DS10 DS12 DS31 --oasis
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
+import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +53,8 @@ FRAME_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TIME_SHIFTS_S = (0.01, 0.02, 0.04)
 GRID_RISE_S = (0.003, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 GRID_DECAY_S = (0.1, 0.2, 0.4, 0.8, 1.6)
+SAMPLINGS = ("mean", "start", "mid", "end")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _scorer(folder: Path):
@@ -82,6 +93,96 @@ def moved_earlier(activity: np.ndarray, fs: float, seconds: float) -> np.ndarray
     cumulative = np.concatenate([[0.0], np.cumsum(activity)])
     clock = np.arange(activity.size + 1) / fs
     return np.diff(np.interp(clock + seconds, clock, cumulative))
+
+
+def slowed_down(trace: np.ndarray, fs: float, target_fs: float, sampling: str) -> tuple[np.ndarray, float]:
+    """``trace`` recorded at ``fs`` as a slower camera or scan would have recorded it.
+
+    Every ``m = round(fs / target_fs)`` native frames make one new frame (a trailing
+    remainder is dropped), so new frame ``k`` covers exactly native frames ``k m`` to
+    ``k m + m - 1``: the same clock, the same ``t0``, rate ``fs / m``, and the scorer's
+    "frame k covers [t0 + k/fs', t0 + (k+1)/fs')" still holds.
+
+    Parameters
+    ----------
+    trace : np.ndarray, shape (n_frames,), float
+    fs, target_fs : float
+        Native and wanted frame rates (Hz); the rate obtained is ``fs / m``.
+    sampling : {"mean", "start", "mid", "end"}
+        ``"mean"``: the frame integrates its whole exposure.  The others: the cell is read
+        once, at the first, middle or last native frame of the new frame (a raster scan
+        that reaches the cell's line at that point of the frame).
+
+    Returns
+    -------
+    slowed : np.ndarray, shape (n_frames // m,), float64
+    new_fs : float
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    factor = max(1, int(round(fs / target_fs)))
+    blocks = np.asarray(trace, dtype=np.float64)[: trace.size // factor * factor].reshape(-1, factor)
+    if sampling == "mean":
+        return blocks.mean(axis=1), fs / factor
+    column = {"start": 0, "mid": factor // 2, "end": factor - 1}[sampling]
+    return blocks[:, column].copy(), fs / factor
+
+
+def _oasis_ar2(traces: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Automated OASIS AR(2) on each trace, in the OASIS venv (bench/_oasis_worker.py)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_cadecon_peers import WORKER, oasis_python
+
+    python = oasis_python()
+    if python is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "in.npz", *traces)
+        subprocess.run([str(python), str(WORKER), str(Path(tmp) / "in.npz"), str(Path(tmp) / "out"),
+                        "--orders", "2"], check=True, capture_output=True)
+        with np.load(Path(tmp) / "out_ar2.npz") as out:
+            return [out[f"arr_{i}"] for i in range(len(traces))]
+
+
+def _cadecon(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = calab.run_cadecon(traces, fs, progress=False, backend="numpy")
+    return [np.asarray(a, dtype=np.float64).ravel() for a in result.activity]
+
+
+def _weighted(score, activities, group, fs: float, key: str) -> float:
+    scores = [s for s in (score.score_recording(a, fs, r["t0"], r["spikes"])
+                          for a, r in zip(activities, group)) if s]
+    weights = np.array([s["dur"] for s in scores])
+    return float(np.sum(weights * [s[key] for s in scores]) / weights.sum()) if scores else float("nan")
+
+
+def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False) -> None:
+    cells = defaultdict(list)  # (method, target, sampling, dataset) -> [(r25, lag, fs)]
+    for dataset, neuron, group in neurons:
+        for target in targets:
+            for sampling in SAMPLINGS:
+                slowed = [slowed_down(r["trace"], r["fs"], target, sampling) for r in group]
+                fs = slowed[0][1]
+                traces = [trace for trace, _ in slowed]
+                methods = {"run_cadecon": _cadecon(traces, fs)}
+                if oasis and sampling in ("mean", "start"):
+                    methods["OASIS AR(2)"] = _oasis_ar2(traces)
+                for method, activities in methods.items():
+                    if activities is not None:
+                        cells[(method, target, sampling, dataset)].append(
+                            (_weighted(score, activities, group, fs, "r25"), _weighted(score, activities, group, fs, "lag"), fs))
+        print(f"  {dataset} {neuron} done", file=sys.stderr, flush=True)
+    datasets = list(dict.fromkeys(d for *_, d in cells))
+    print("| method | target rate | sampling | " + " | ".join(f"{d}: r25 / lag (rate)" for d in datasets) + " |")
+    print("|---|---|---|" + "---|" * len(datasets))
+    for method, target, sampling in dict.fromkeys(k[:3] for k in cells):
+        parts = []
+        for dataset in datasets:
+            values = np.array(cells[(method, target, sampling, dataset)])
+            parts.append(f"{np.median(values[:, 0]):.3f} / {np.median(values[:, 1]):+.1f} ({np.median(values[:, 2]):.0f} Hz)")
+        print(f"| {method} | {target:g} Hz | {sampling} | " + " | ".join(parts) + " |", flush=True)
 
 
 def _fista(traces, fs: float, taus: tuple[float, float]) -> list[np.ndarray]:
@@ -149,14 +250,19 @@ def study_ceiling(score, neurons) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=("onset", "timing", "ceiling"))
+    parser.add_argument("study", choices=("onset", "timing", "ceiling", "rates"))
     parser.add_argument("--groundtruth", type=Path, default=DEFAULT_FOLDER, help="folder with score.py and DSxx.npz")
     parser.add_argument("--datasets", nargs="*", default=["DS07", "DS10", "DS12", "DS31"])
     parser.add_argument("--max-neurons", type=int, default=10)
     parser.add_argument("--max-minutes", type=float, default=4.0)
+    parser.add_argument("--rates", type=float, nargs="*", default=[30.0, 60.0], help="rates study: target rates (Hz)")
+    parser.add_argument("--oasis", action="store_true", help="rates study: also automated OASIS AR(2) (its own venv)")
     args = parser.parse_args()
     score = _scorer(args.groundtruth)
     neurons = list(_neurons(score, args.groundtruth, args.datasets, args.max_neurons, args.max_minutes))
+    if args.study == "rates":
+        study_rates(score, neurons, tuple(args.rates), args.oasis)
+        return
     {"onset": study_onset, "timing": study_timing, "ceiling": study_ceiling}[args.study](score, neurons)
 
 
