@@ -190,3 +190,34 @@ def test_compiled_threshold_evaluation_matches_its_definition():
                 expected = s[4] - 2 * a * s[2] - 2 * c0 * s[3] + a * a * s[1] + 2 * a * c0 * s[0] + c0 * c0 * grid.size
                 assert alpha[b, j] == a and base[b, j] == c0
                 assert sse[b, j] == pytest.approx(max(expected, 0.0), rel=1e-12, abs=1e-12)
+
+
+def test_refinement_keeps_the_unmoved_component_bit_for_bit():
+    """The golden-section step reuses the component whose taus do not move; what it hands
+    to the fit must equal a fresh evaluation at the trial taus, bit for bit."""
+    from calab.indeca import biexp
+
+    rng = np.random.default_rng(5)
+    times = np.arange(240) / 100.0
+    h = rng.standard_normal((8, times.size))
+    taus = np.array([[0.02, 0.4, 0.0, 0.0], [0.05, 0.9, 0.004, 0.03], [0.01, 0.2, 0.003, 0.02],
+                     [0.03, 0.6, 0.0, 0.0], [0.04, 0.5, 0.005, 0.04], [0.02, 0.3, 0.002, 0.01],
+                     [0.06, 1.2, 0.0, 0.0], [0.01, 0.25, 0.004, 0.05]])
+    for phase in (np.array([0, 1, 2, 1, 3, 0, 1, 2]), np.full(8, 1), np.full(8, 2)):
+        fixed = biexp._decays(times, taus)
+        slow = biexp._MovingComponent(h, taus, fixed, phase, (0, 1))
+        fast = biexp._MovingComponent(h, taus, fixed, phase, (2, 3))
+        for _ in range(2):  # the second bracket point reuses the gathered kept rows
+            trial = taus.copy()
+            points = taus[np.arange(8), phase] * rng.uniform(0.7, 1.3, 8)
+            trial[np.arange(8), phase] = points
+            moving = np.exp(-times / points[:, None])
+            fresh = biexp._decays(times, trial)
+            everyone = np.arange(8)
+            for got, want in zip(slow.of(everyone, trial, moving),
+                                 biexp._component(h, trial, fresh[0], fresh[1], (0, 1))):
+                assert np.array_equal(got, want)
+            rows = np.flatnonzero(trial[:, 2] > 0)
+            for got, want in zip(fast.of(rows, trial, moving),
+                                 biexp._component(h[rows], trial[rows], fresh[2][rows], fresh[3][rows], (2, 3))):
+                assert np.array_equal(got, want)

@@ -118,33 +118,88 @@ def _decays(times: np.ndarray, taus: np.ndarray) -> list[np.ndarray]:
         return [np.exp(-times / np.asarray(taus[:, k], dtype=np.float64)[..., None]) for k in range(4)]
 
 
+def _component(h: np.ndarray, taus: np.ndarray, rise: np.ndarray, decay: np.ndarray, columns: tuple[int, int]):
+    """One component's template ``e^{−t/τd} − e^{−t/τr}`` (zero where a tau is not positive)
+    and its sums: ``(template, Σ h·template, Σ template²)`` per row."""
+    with np.errstate(invalid="ignore"):
+        template = np.where(((taus[:, columns[0]] > 0) & (taus[:, columns[1]] > 0))[:, None], decay - rise, 0.0)
+    return template, np.sum(h * template, axis=1), np.sum(template * template, axis=1)
+
+
 def _fit_rows(h: np.ndarray, hh: np.ndarray, taus: np.ndarray,
-              decay_of: Callable[[int, np.ndarray | None], np.ndarray]):
+              slow: tuple[np.ndarray, np.ndarray, np.ndarray],
+              fast_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """Betas and residual of each row at its own taus: ``h`` ``(M, n)``, ``hh = Σh²``
     ``(M,)``, ``taus`` ``(M, 4)`` → βs, βf, R.
 
-    ``decay_of(k, rows)`` gives ``e^{−t/τ_k}`` of ``rows`` (all rows for ``None``).  The
-    fast component's sums are computed only for the rows that have one; the others' would
-    be zeroed inside :func:`_nnls` anyway.
+    ``slow`` is the slow component of every row (:func:`_component`); ``fast_of(rows)`` the
+    fast component of ``rows``, asked only for the rows that have one (the others' sums
+    would be zeroed inside :func:`_nnls` anyway).
     """
     active = (taus[:, 2] > 1e-10) & (taus[:, 3] > taus[:, 2])
     fast = np.flatnonzero(active)
+    template_s, rs, gss = slow
     rf, gff, gsf = np.zeros(h.shape[0]), np.zeros(h.shape[0]), np.zeros(h.shape[0])
-    with np.errstate(invalid="ignore"):
-        ts = np.where(((taus[:, 0] > 0) & (taus[:, 1] > 0))[:, None], decay_of(1, None) - decay_of(0, None), 0.0)
-        if fast.size:
-            tf = np.where(((taus[fast, 2] > 0) & (taus[fast, 3] > 0))[:, None], decay_of(3, fast) - decay_of(2, fast), 0.0)
-            rf[fast] = np.sum(h[fast] * tf, axis=1)
-            gff[fast] = np.sum(tf * tf, axis=1)
-            gsf[fast] = np.sum(ts[fast] * tf, axis=1)
-    return _nnls(hh, np.sum(h * ts, axis=1), rf, np.sum(ts * ts, axis=1), gff, gsf, active)
+    if fast.size:
+        template_f, rf[fast], gff[fast] = fast_of(fast)
+        gsf[fast] = np.sum(template_s[fast] * template_f, axis=1)
+    return _nnls(hh, rs, rf, gss, gff, gsf, active)
 
 
 def _evaluate_rows(h: np.ndarray, times: np.ndarray, taus: np.ndarray):
     """Fit betas for each row's own taus: ``h`` ``(M, n)``, ``taus`` ``(M, 4)`` → βs, βf, R."""
     decays = _decays(times, taus)
-    return _fit_rows(h, np.sum(h * h, axis=1), taus,
-                     lambda k, rows: decays[k] if rows is None else decays[k][rows])
+    return _fit_rows(h, np.sum(h * h, axis=1), taus, _component(h, taus, decays[0], decays[1], (0, 1)),
+                     lambda rows: _component(h[rows], taus[rows], decays[2][rows], decays[3][rows], (2, 3)))
+
+
+class _MovingComponent:
+    """One component of every row during one coordinate step of :func:`_refine`.
+
+    Rows whose moving tau belongs to the other component keep this one for the whole
+    step: its template and sums are computed once (bit for bit what a fresh evaluation
+    gives: the same element-wise arithmetic and the same per-row sums).  Only the rows
+    whose moving tau is one of ``columns`` are recomputed at each bracket point.
+    """
+
+    def __init__(self, h, taus, fixed, phase, columns):
+        self.h, self.fixed, self.phase, self.columns = h, fixed, phase, columns
+        self.moves = (phase == columns[0]) | (phase == columns[1])
+        kept = np.flatnonzero(~self.moves)
+        self.kept_rows = kept
+        self.kept = _component(h[kept], taus[kept], fixed[columns[0]][kept], fixed[columns[1]][kept], columns)
+        self._gathered: tuple[np.ndarray, tuple] | None = None
+
+    def _decay(self, k, rows, moving):
+        """``e^{−t/τ_k}`` of ``rows`` at this bracket point (the moving value where τ_k moves)."""
+        moves_k = self.phase[rows] == k
+        if not moves_k.any():
+            return self.fixed[k][rows]
+        if moves_k.all():
+            return moving[rows]
+        return np.where(moves_k[:, None], moving[rows], self.fixed[k][rows])
+
+    def of(self, rows: np.ndarray, trial: np.ndarray, moving: np.ndarray):
+        """``(template, Σ h·template, Σ template²)`` of ``rows`` at the trial taus."""
+        kept_here = ~self.moves[rows]
+        if kept_here.all():
+            # the same rows at every bracket point of the step: gather them once
+            if self._gathered is None or not np.array_equal(self._gathered[0], rows):
+                where = np.searchsorted(self.kept_rows, rows)
+                self._gathered = (rows.copy(), tuple(part[where] for part in self.kept))
+            return self._gathered[1]
+        fresh_rows = rows if not kept_here.any() else rows[~kept_here]
+        lo, hi = self.columns
+        fresh = _component(self.h[fresh_rows], trial[fresh_rows], self._decay(lo, fresh_rows, moving),
+                           self._decay(hi, fresh_rows, moving), self.columns)
+        if not kept_here.any():
+            return fresh
+        where = np.searchsorted(self.kept_rows, rows[kept_here])
+        out = tuple(np.empty((rows.size,) + part.shape[1:]) for part in fresh)
+        for target, new, old in zip(out, fresh, self.kept):
+            target[~kept_here] = new
+            target[kept_here] = old[where]
+        return out
 
 
 def _grid(h: np.ndarray, times: np.ndarray, dt: float):
@@ -221,24 +276,24 @@ def _refine(h: np.ndarray, times: np.ndarray, dt: float, taus: np.ndarray, with_
         both_h = np.concatenate([h, h])
         both_hh = np.sum(both_h * both_h, axis=1)
         both_phase = np.concatenate([phase, phase])
+        both_taus = np.concatenate([taus, taus])
+        everyone = np.arange(2 * rows.size)
         # Only one tau of each row moves in this step: the other three decays are computed
-        # once, the moving one per bracket point (the same values _evaluate_rows uses).
-        fixed = _decays(times, np.concatenate([taus, taus]))
+        # once, the moving one per bracket point (the same values _evaluate_rows uses), and
+        # the component that does not move keeps its template and sums for the whole step.
+        fixed = _decays(times, both_taus)
+        slow = _MovingComponent(both_h, both_taus, fixed, both_phase, (0, 1))
+        fast = _MovingComponent(both_h, both_taus, fixed, both_phase, (2, 3))
         for _ in range(GOLDEN_STEPS):
             x1 = hi - PHI * (hi - lo)
             x2 = lo + PHI * (hi - lo)
-            trial = np.concatenate([taus, taus])
+            trial = both_taus.copy()
             points = np.concatenate([x1, x2])
-            trial[np.arange(2 * rows.size), both_phase] = points
+            trial[everyone, both_phase] = points
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 moving = np.exp(-times / points[..., None])
-
-            def decay_of(k: int, rows: np.ndarray | None) -> np.ndarray:
-                if rows is None:
-                    return np.where((both_phase == k)[:, None], moving, fixed[k])
-                return np.where((both_phase[rows] == k)[:, None], moving[rows], fixed[k][rows])
-
-            residual = _fit_rows(both_h, both_hh, trial, decay_of)[2]
+            residual = _fit_rows(both_h, both_hh, trial, slow.of(everyone, trial, moving),
+                                 lambda fast_rows: fast.of(fast_rows, trial, moving))[2]  # noqa: B023
             left = residual[: rows.size] < residual[rows.size :]
             hi = np.where(move & left, x2, hi)
             lo = np.where(move & ~left, x1, lo)
