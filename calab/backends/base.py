@@ -251,6 +251,19 @@ class Backend(ABC):
             function(slice(0, n_rows))
 
     # ----------------------------------------------------------------- InDeCa hooks
+    def scale_round_pipeline(self, n_cells: int) -> Callable[[Callable, int, int], None] | None:
+        """How InDeCa's scale rounds of ``n_cells`` cells are scheduled, or None.
+
+        None (default): every round solves all cells still running as one batch, and the
+        next round waits for the last of them.  A backend may instead return
+        ``run(scale_round, n_cells, max_rounds)`` that calls ``scale_round(cells, first)``
+        (sorted cell indices, a boolean mask of their first round) on groups of cells in
+        any order and concurrency, each cell's rounds in sequence, until every cell has
+        finished (``scale_round`` returns a finished mask) or run ``max_rounds`` rounds.
+        Every cell's numbers are its own, so the results do not depend on the schedule.
+        """
+        return None
+
     #: True when device arrays are host NumPy arrays, so compiled host kernels (and host
     #: threads over row blocks) apply.
     host_arrays: bool = False

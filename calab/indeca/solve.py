@@ -179,17 +179,21 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
         best_iterations = np.zeros(rows, dtype=np.int64)
         best_converged = np.zeros(rows, dtype=bool)
         kept_any = np.zeros(rows, dtype=bool)
-        live = np.arange(rows)
-        for round_index in range(MAX_SCALE_ROUNDS):
-            if live.size == 0:
-                break
-            live_d = backend.asarray(live, dtype=np.int64)
-            target = work[live_d] if live.size < rows else work
-            scale = backend.asarray((1.0 / alpha_est[live]).astype(np.float32), dtype=np.float32)
+
+        def scale_round(cells: np.ndarray, first: np.ndarray) -> np.ndarray:
+            """One scale round of ``cells`` (sorted row indices; ``first``: their first
+            round, where a warm start applies); keeps each cell's best round so far and
+            returns which cells are finished.  Every cell's arithmetic is its own, so a
+            round gives the same numbers whichever cells share it."""
+            cells_d = backend.asarray(cells, dtype=np.int64)
+            target = work[cells_d] if cells.size < rows else work
+            scale = backend.asarray((1.0 / alpha_est[cells]).astype(np.float32), dtype=np.float32)
             z = target * scale[:, None]
             start = None
-            if round_index == 0 and warm_up is not None:
-                start = warm_up[live_d] if live.size < rows else warm_up
+            if warm_up is not None and first.any():
+                start = warm_up[cells_d] if cells.size < rows else warm_up
+                if not first.all():
+                    start = start * backend.asarray(first.astype(np.float32), dtype=np.float32)[:, None]
             outcome = solve_block(problem, z, lam=params["lambda_"], x0=start, backend=backend, reconvolution=False)
             x = outcome.activity
             peak = np.maximum(0.0, np.asarray(backend.to_numpy(xp.max(x[:, lo:hi], axis=1)), dtype=np.float64))
@@ -197,18 +201,18 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
             xhat = x * backend.asarray(inverse, dtype=np.float32)[:, None]
             found = search_thresholds(
                 backend, forward, xhat, target, pad, factor,
-                noise_sigma=None if sigma is None else sigma[live],
+                noise_sigma=None if sigma is None else sigma[cells],
                 ar2=None if backend.banded_by_fft else operator.coefficients32,
             )
             with np.errstate(divide="ignore", invalid="ignore"):
-                error = np.where(alpha_est[live] > 1e-10, np.abs(found.alpha / alpha_est[live] - 1.0), np.inf)
+                error = np.where(alpha_est[cells] > 1e-10, np.abs(found.alpha / alpha_est[cells] - 1.0), np.inf)
             if sigma is None:
-                better = found.pve > best_pve[live]
+                better = found.pve > best_pve[cells]
             else:
-                better = error < best_error[live]
-            better |= ~kept_any[live]
+                better = error < best_error[cells]
+            better |= ~kept_any[cells]
             if better.any():
-                take = live[better]
+                take = cells[better]
                 take_d = backend.asarray(np.flatnonzero(better), dtype=np.int64)
                 counts = binary_to_counts(xp, found.binary[take_d], factor)
                 best_counts[take] = np.asarray(backend.to_numpy(counts), dtype=np.float32)
@@ -223,8 +227,19 @@ def _solve_block(backend: Any, raw: np.ndarray, warm: np.ndarray | None, params:
                 best_converged[take] = outcome.converged[better]
                 kept_any[take] = True
             finished = (error < SCALE_RTOL) | (found.alpha < 1e-10)
-            alpha_est[live[~finished]] = found.alpha[~finished]
-            live = live[~finished]
+            alpha_est[cells[~finished]] = found.alpha[~finished]
+            return finished
+
+        pipeline = backend.scale_round_pipeline(rows)
+        if pipeline is not None:
+            pipeline(scale_round, rows, MAX_SCALE_ROUNDS)
+        else:
+            live = np.arange(rows)
+            for round_index in range(MAX_SCALE_ROUNDS):
+                if live.size == 0:
+                    break
+                finished = scale_round(live, np.full(live.size, round_index == 0))
+                live = live[~finished]
         filtered = np.asarray(backend.to_numpy(average_downsample(xp, work, factor)), dtype=np.float32)
     return {
         "s_counts": best_counts,

@@ -15,7 +15,11 @@ What differs from the generic algorithm here:
 
 from __future__ import annotations
 
+import contextvars
 import os
+import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +32,10 @@ from calab.backends.types import FistaOutcome, FistaState
 from calab.backends.cpu import _kernels, _lanes
 
 __all__ = ["NumpyBackend", "rolling_quantile_host"]
+
+#: True inside a worker of the scale-round pipeline: that worker is one core's whole share,
+#: so FISTA and the row-block helpers run in its own thread instead of on the pool.
+_ONE_THREAD: contextvars.ContextVar[bool] = contextvars.ContextVar("calab_cpu_one_thread", default=False)
 
 
 def _cpu_count() -> int:
@@ -222,10 +230,69 @@ class NumpyBackend(Backend):
     def for_row_blocks(self, function, n_rows):
         """One block of rows per core on the thread pool (compiled kernels release the GIL)."""
         blocks = min(self.workers, n_rows)
-        if blocks <= 1:
+        if blocks <= 1 or _ONE_THREAD.get():
             return super().for_row_blocks(function, n_rows)
         edges = np.linspace(0, n_rows, blocks + 1).astype(int)
         list(self._executor().map(function, [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]))
+
+    def scale_round_pipeline(self, n_cells: int) -> Callable[[Callable, int, int], None] | None:
+        """Scale rounds as a pipeline over the cores: each worker takes up to one lane
+        block of cells whose next round is due (:data:`._lanes.MAX_LANES`), solves that
+        round and its threshold search in its own thread, and puts the cells still
+        running back in the queue.
+
+        With one batch per round, a round's last lane blocks leave cores idle and the
+        late rounds (a few cells that need 3-4 rounds) run one latency-bound block at a
+        time; here those rounds share blocks and cores with other cells' earlier rounds.
+        Used for more cells than one lane block holds, with the compiled lane kernels
+        and more than one core; never inside a pipeline worker.
+        """
+        if self.workers <= 1 or n_cells <= _lanes.MAX_LANES or not _kernels.HAVE_NUMBA or _ONE_THREAD.get():
+            return None
+        return self._run_scale_rounds
+
+    def _run_scale_rounds(self, scale_round: Callable, n_cells: int, max_rounds: int) -> None:
+        ready = deque((cell, 0) for cell in range(n_cells))
+        condition = threading.Condition()
+        busy = 0
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            nonlocal busy
+            _ONE_THREAD.set(True)
+            while True:
+                with condition:
+                    while not ready and busy and not failures:
+                        condition.wait()
+                    if not ready or failures:
+                        condition.notify_all()
+                        return
+                    group = sorted(ready.popleft() for _ in range(min(_lanes.MAX_LANES, len(ready))))
+                    busy += 1
+                cells = np.array([cell for cell, _ in group], dtype=np.int64)
+                rounds = np.array([done for _, done in group], dtype=np.int64)
+                try:
+                    finished = np.asarray(scale_round(cells, rounds == 0), dtype=bool)
+                except BaseException as exc:  # the caller's thread re-raises it
+                    with condition:
+                        failures.append(exc)
+                        busy -= 1
+                        condition.notify_all()
+                    return
+                with condition:
+                    ready.extend((int(c), int(r) + 1) for c, r, f in zip(cells, rounds, finished)
+                                 if not f and r + 1 < max_rounds)
+                    busy -= 1
+                    condition.notify_all()
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(worker,), name=f"calab-rounds-{i}")
+                   for i in range(self.workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -277,7 +344,9 @@ class NumpyBackend(Backend):
                 None if valid is None else valid[rows],
             )
 
-        if len(blocks) <= 1 or self.workers == 1:
+        if _ONE_THREAD.get() and _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid) and n_cells <= _lanes.MAX_LANES:
+            blocks = [slice(0, n_cells)]
+        if len(blocks) <= 1 or self.workers == 1 or _ONE_THREAD.get():
             outcomes = [solve(rows) for rows in blocks]
         else:
             outcomes = list(self._executor().map(solve, blocks))
