@@ -51,3 +51,13 @@ def test_slowing_down_keeps_the_frame_clock(study):
 def test_slowing_down_refuses_an_unknown_sampling(study):
     with pytest.raises(ValueError, match="sampling must be one of"):
         study.slowed_down(np.zeros(10), 100.0, 50.0, "middle")
+
+
+def test_the_rates_figure_is_drawn(study, tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = {(method, target, sampling, dataset): (0.5 + 0.001 * target, 0.0, target)
+               for method in ("run_cadecon", "OASIS AR(2)") for target in (7.5, 15.0, 30.0)
+               for sampling in ("mean", "start") for dataset in ("DS10", "DS12")}
+    path = tmp_path / "rates.png"
+    study.plot_rates(summary, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -30,6 +30,8 @@ checkout by default).  Three studies, each printing a Markdown table (docs/cadec
     python tools/groundtruth_study.py timing
     python tools/groundtruth_study.py ceiling --datasets DS07 DS10
     python tools/groundtruth_study.py rates --datasets DS10 DS12 DS31 --oasis
+    python tools/groundtruth_study.py rates --rates 7.5 15 30 60 --datasets DS10 DS12 DS31 --oasis \
+        --figure docs/images/groundtruth-rates.png
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def _weighted(score, activities, group, fs: float, key: str) -> float:
     return float(np.sum(weights * [s[key] for s in scores]) / weights.sum()) if scores else float("nan")
 
 
-def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False) -> None:
+def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False, figure: Path | None = None) -> None:
     cells = defaultdict(list)  # (method, target, sampling, dataset) -> [(r25, lag, fs)]
     for dataset, neuron, group in neurons:
         for target in targets:
@@ -174,15 +176,61 @@ def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False) -> No
                         cells[(method, target, sampling, dataset)].append(
                             (_weighted(score, activities, group, fs, "r25"), _weighted(score, activities, group, fs, "lag"), fs))
         print(f"  {dataset} {neuron} done", file=sys.stderr, flush=True)
-    datasets = list(dict.fromkeys(d for *_, d in cells))
+    summary = {key: tuple(float(v) for v in np.median(np.array(values), axis=0)) for key, values in cells.items()}
+    datasets = list(dict.fromkeys(d for *_, d in summary))
     print("| method | target rate | sampling | " + " | ".join(f"{d}: r25 / lag (rate)" for d in datasets) + " |")
     print("|---|---|---|" + "---|" * len(datasets))
-    for method, target, sampling in dict.fromkeys(k[:3] for k in cells):
-        parts = []
-        for dataset in datasets:
-            values = np.array(cells[(method, target, sampling, dataset)])
-            parts.append(f"{np.median(values[:, 0]):.3f} / {np.median(values[:, 1]):+.1f} ({np.median(values[:, 2]):.0f} Hz)")
+    for method, target, sampling in dict.fromkeys(k[:3] for k in summary):
+        parts = [f"{r25:.3f} / {lag:+.1f} ({rate:.0f} Hz)"
+                 for r25, lag, rate in (summary[(method, target, sampling, d)] for d in datasets)]
         print(f"| {method} | {target:g} Hz | {sampling} | " + " | ".join(parts) + " |", flush=True)
+    if figure is not None:
+        plot_rates(summary, figure)
+
+
+def plot_rates(summary: dict, path: Path) -> None:
+    """Median r25 and lag against the frame rate, one column per dataset (matplotlib).
+
+    ``summary`` maps ``(method, target rate, sampling, dataset)`` to the medians over
+    neurons ``(r25, lag in bins, rate obtained)``.
+    """
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(key[3] for key in summary))
+    styles = {("run_cadecon", "mean"): ("C0", "-", "o"), ("run_cadecon", "start"): ("C0", "--", "s"),
+              ("OASIS AR(2)", "mean"): ("C3", "-", "o"), ("OASIS AR(2)", "start"): ("C3", "--", "s")}
+    fig, axes = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 5.6), sharex=True, squeeze=False)
+    for column, dataset in enumerate(datasets):
+        for (method, sampling), (color, line, marker) in styles.items():
+            points = sorted((v[2], v[0], v[1]) for k, v in summary.items()
+                            if k[0] == method and k[2] == sampling and k[3] == dataset)
+            if not points:
+                continue
+            rate, r25, lag = np.array(points).T
+            frames = "integrating frames" if sampling == "mean" else "read at the frame's start"
+            label = f"{method}, {frames}"
+            axes[0, column].plot(rate, r25, color=color, linestyle=line, marker=marker, label=label)
+            axes[1, column].plot(rate, lag, color=color, linestyle=line, marker=marker, label=label)
+        axes[0, column].set_title(dataset)
+        axes[0, column].set_ylim(0, 1)
+        axes[1, column].axhline(0, color="0.6", linewidth=0.8)
+        axes[1, column].set_ylim(-3.3, 3.3)
+        axes[1, column].set_xscale("log")
+        axes[1, column].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        axes[1, column].set_xticks([7.5, 15, 30, 60], ["7.5", "15", "30", "60"])
+        axes[1, column].set_xlabel("frame rate (Hz)")
+    axes[0, 0].set_ylabel("r25 (median over neurons)")
+    axes[1, 0].set_ylabel("lag (40-ms bins; > 0: late)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Fast real recordings slowed down on their own clock", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _fista(traces, fs: float, taus: tuple[float, float]) -> list[np.ndarray]:
@@ -257,11 +305,12 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=4.0)
     parser.add_argument("--rates", type=float, nargs="*", default=[30.0, 60.0], help="rates study: target rates (Hz)")
     parser.add_argument("--oasis", action="store_true", help="rates study: also automated OASIS AR(2) (its own venv)")
+    parser.add_argument("--figure", type=Path, help="rates study: also draw r25 and lag against the rate (matplotlib)")
     args = parser.parse_args()
     score = _scorer(args.groundtruth)
     neurons = list(_neurons(score, args.groundtruth, args.datasets, args.max_neurons, args.max_minutes))
     if args.study == "rates":
-        study_rates(score, neurons, tuple(args.rates), args.oasis)
+        study_rates(score, neurons, tuple(args.rates), args.oasis, args.figure)
         return
     {"onset": study_onset, "timing": study_timing, "ceiling": study_ceiling}[args.study](score, neurons)
 
