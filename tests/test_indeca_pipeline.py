@@ -123,3 +123,18 @@ def test_pipelined_rounds_stop_at_the_round_cap(monkeypatch, two_workers):
     monkeypatch.setattr(solve_module, "MAX_SCALE_ROUNDS", 2)
     _assert_identical(_solve(traces, pipeline=True, monkeypatch=monkeypatch, **settings),
                       _solve(traces, pipeline=False, monkeypatch=monkeypatch, **settings))
+
+
+def test_after_a_failure_no_worker_takes_another_group(two_workers):
+    backend = NumpyBackend()
+    started = []
+
+    def scale_round(cells, first):
+        started.append(len(cells))
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return np.zeros(cells.size, dtype=bool)  # nobody finishes: rounds would go on
+
+    with pytest.raises(KeyboardInterrupt):
+        backend._run_scale_rounds(scale_round, 40, 10)
+    assert len(started) <= backend.workers + 1

@@ -289,8 +289,16 @@ class NumpyBackend(Backend):
                    for i in range(self.workers)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as exc:  # Ctrl-C: workers finish their group and take no other
+            with condition:
+                failures.append(exc)
+                condition.notify_all()
+            for thread in threads:
+                thread.join()
+            raise
         if failures:
             raise failures[0]
 
