@@ -138,3 +138,25 @@ def test_after_a_failure_no_worker_takes_another_group(two_workers):
     with pytest.raises(KeyboardInterrupt):
         backend._run_scale_rounds(scale_round, 40, 10)
     assert len(started) <= backend.workers + 1
+
+
+def test_memory_bounded_blocks_of_pipelined_rounds_run_one_at_a_time(monkeypatch, two_workers):
+    traces = _traces(25, 300, seed=2)
+    settings = dict(upsample_factor=2, noise_constrained=True)
+    whole = _solve(traces, pipeline=True, monkeypatch=monkeypatch, **settings)
+    monkeypatch.setattr(solve_module, "BLOCK_BUDGET", 300 * 2 * solve_module.BYTES_PER_SAMPLE * 10)  # 10 rows/block
+    assert len(solve_module._row_blocks(NumpyBackend(), 25, 600)) == 3
+    running, most = [0], [0]
+    original = NumpyBackend._run_scale_rounds
+
+    def counting(self, scale_round, n_cells, max_rounds):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return original(self, scale_round, n_cells, max_rounds)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(NumpyBackend, "_run_scale_rounds", counting)
+    _assert_identical(whole, _solve(traces, pipeline=True, monkeypatch=monkeypatch, **settings))
+    assert most[0] == 1

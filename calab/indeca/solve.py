@@ -437,7 +437,10 @@ def solve_traces(
         return members, _solve_block(chosen, raw, warm, params)
 
     workers = max(1, int(getattr(chosen, "workers", 1))) if chosen.host_arrays else 1
-    if workers > 1 and len(jobs) > 1:
+    # Blocks whose scale rounds run as a pipeline already keep every core busy: one block
+    # at a time then, instead of one per core with a pipeline's threads each.
+    pipelined = any(chosen.scale_round_pipeline(job.size) is not None for job in jobs)
+    if workers > 1 and len(jobs) > 1 and not pipelined:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calab-indeca") as pool:
             results = list(pool.map(run, jobs))
     else:
