@@ -82,11 +82,13 @@ def _neurons(score, folder: Path, datasets: list[str], max_neurons: int, max_min
                 yield name, neuron, group
 
 
-def _weighted_r25(score, activities, group) -> float:
-    scores = [s for s in (score.score_recording(a, r["fs"], r["t0"], r["spikes"])
+def _weighted(score, activities, group, key: str = "r25", fs: float | None = None) -> float:
+    """score.py's duration-weighted ``key`` over a neuron's recordings (at rate ``fs`` when the
+    activities are not at the recordings' own rate)."""
+    scores = [s for s in (score.score_recording(a, fs or r["fs"], r["t0"], r["spikes"])
                           for a, r in zip(activities, group)) if s]
     weights = np.array([s["dur"] for s in scores])
-    return float(np.sum(weights * [s["r25"] for s in scores]) / weights.sum()) if scores else float("nan")
+    return float(np.sum(weights * [s[key] for s in scores]) / weights.sum()) if scores else float("nan")
 
 
 def moved_earlier(activity: np.ndarray, fs: float, seconds: float) -> np.ndarray:
@@ -153,13 +155,6 @@ def _cadecon(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
     return [np.asarray(a, dtype=np.float64).ravel() for a in result.activity]
 
 
-def _weighted(score, activities, group, fs: float, key: str) -> float:
-    scores = [s for s in (score.score_recording(a, fs, r["t0"], r["spikes"])
-                          for a, r in zip(activities, group)) if s]
-    weights = np.array([s["dur"] for s in scores])
-    return float(np.sum(weights * [s[key] for s in scores]) / weights.sum()) if scores else float("nan")
-
-
 def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False, figure: Path | None = None) -> None:
     cells = defaultdict(list)  # (method, target, sampling, dataset) -> [(r25, lag, fs)]
     for dataset, neuron, group in neurons:
@@ -174,7 +169,7 @@ def study_rates(score, neurons, targets=(30.0, 60.0), oasis: bool = False, figur
                 for method, activities in methods.items():
                     if activities is not None:
                         cells[(method, target, sampling, dataset)].append(
-                            (_weighted(score, activities, group, fs, "r25"), _weighted(score, activities, group, fs, "lag"), fs))
+                            (_weighted(score, activities, group, "r25", fs), _weighted(score, activities, group, "lag", fs), fs))
         print(f"  {dataset} {neuron} done", file=sys.stderr, flush=True)
     summary = {key: tuple(float(v) for v in np.median(np.array(values), axis=0)) for key, values in cells.items()}
     datasets = list(dict.fromkeys(d for *_, d in summary))
@@ -263,12 +258,9 @@ def study_timing(score, neurons) -> None:
     rows = defaultdict(list)
     for dataset, neuron, group in neurons:
         fs = float(group[0]["fs"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = calab.run_cadecon([r["trace"] for r in group], fs, progress=False, backend="numpy")
-        activities = [np.asarray(a, dtype=np.float64).ravel() for a in result.activity]
+        activities = _cadecon([r["trace"] for r in group], fs)
         shifts = [f / fs for f in FRAME_SHIFTS] + list(TIME_SHIFTS_S)
-        rows[dataset].append([_weighted_r25(score, [moved_earlier(a, fs, s) for a in activities], group)
+        rows[dataset].append([_weighted(score, [moved_earlier(a, fs, s) for a in activities], group)
                               for s in shifts])
         print(f"  {dataset} {neuron}: " + " ".join(f"{v:.3f}" for v in rows[dataset][-1]), file=sys.stderr, flush=True)
     heads = [f"{f:g} frame" for f in FRAME_SHIFTS] + [f"{s * 1e3:g} ms" for s in TIME_SHIFTS_S]
@@ -288,7 +280,7 @@ def study_ceiling(score, neurons) -> None:
         for rise in GRID_RISE_S:
             for decay in GRID_DECAY_S:
                 if rise < decay / 2:
-                    found[(rise, decay)] = _weighted_r25(score, _fista([r["trace"] for r in group], fs, (rise, decay)), group)
+                    found[(rise, decay)] = _weighted(score, _fista([r["trace"] for r in group], fs, (rise, decay)), group)
         taus = max(found, key=found.get)
         best[dataset].append(found[taus])
         print(f"| {dataset} | {neuron} | {taus} | {found[taus]:.3f} |", flush=True)

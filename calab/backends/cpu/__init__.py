@@ -221,16 +221,20 @@ class NumpyBackend(Backend):
         return self
 
     def rolling_quantile(self, traces: np.ndarray, window: int, quantile: float) -> np.ndarray:
-        blocks = np.array_split(np.arange(traces.shape[0]), min(self.workers, traces.shape[0]))
+        blocks = np.array_split(np.arange(traces.shape[0]), min(self._threads(), traces.shape[0]))
         if len(blocks) == 1:
             return rolling_quantile_host(traces, window, quantile)
         parts = self._executor().map(lambda rows: rolling_quantile_host(traces[rows], window, quantile), blocks)
         return np.concatenate(list(parts))
 
+    def _threads(self) -> int:
+        """Threads this call may use: every core, or one inside a scale-round pipeline worker."""
+        return 1 if _ONE_THREAD.get() else self.workers
+
     def for_row_blocks(self, function, n_rows):
         """One block of rows per core on the thread pool (compiled kernels release the GIL)."""
-        blocks = min(self.workers, n_rows)
-        if blocks <= 1 or _ONE_THREAD.get():
+        blocks = min(self._threads(), n_rows)
+        if blocks <= 1:
             return super().for_row_blocks(function, n_rows)
         edges = np.linspace(0, n_rows, blocks + 1).astype(int)
         list(self._executor().map(function, [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]))
@@ -247,7 +251,7 @@ class NumpyBackend(Backend):
         Used for more cells than one lane block holds, with the compiled lane kernels
         and more than one core; never inside a pipeline worker.
         """
-        if self.workers <= 1 or n_cells <= _lanes.MAX_LANES or not _kernels.HAVE_NUMBA or _ONE_THREAD.get():
+        if self._threads() <= 1 or n_cells <= _lanes.MAX_LANES or not _kernels.HAVE_NUMBA:
             return None
         return self._run_scale_rounds
 
@@ -328,17 +332,18 @@ class NumpyBackend(Backend):
         """The driver skeleton per block of cells, blocks on the thread pool."""
         n_cells = work.shape[0]
         n = plan.n_timepoints
+        threads = self._threads()
         if n_cells == 0:
             return Backend.run_fista(self, plan, work, threshold, x0, valid)
         if _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid):
-            # one SIMD lane per cell, up to 16 cells per block, blocks spread evenly
-            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, self.workers)]
+            # one SIMD lane per cell, up to 8 cells per block, blocks spread evenly
+            blocks = [slice(r.start, r.stop) for r in _lanes.lane_blocks(n_cells, threads)]
         else:
             # pocketfft vectorises across the rows of a batch, so blocks of up to 32 cells
             # keep its SIMD lanes full; blocks are split evenly so every worker gets the
             # same share (a finished cell is dropped from its block, not waited for).
             per_block = 32 if n <= 65536 else 8
-            count = self.workers * max(1, -(-n_cells // (self.workers * per_block)))
+            count = threads * max(1, -(-n_cells // (threads * per_block)))
             size = max(1, -(-n_cells // count))
             blocks = [slice(start, start + size) for start in range(0, n_cells, size)]
 
@@ -352,9 +357,7 @@ class NumpyBackend(Backend):
                 None if valid is None else valid[rows],
             )
 
-        if _ONE_THREAD.get() and _kernels.HAVE_NUMBA and _lanes.lanes_apply(plan, valid) and n_cells <= _lanes.MAX_LANES:
-            blocks = [slice(0, n_cells)]
-        if len(blocks) <= 1 or self.workers == 1 or _ONE_THREAD.get():
+        if len(blocks) <= 1 or threads == 1:
             outcomes = [solve(rows) for rows in blocks]
         else:
             outcomes = list(self._executor().map(solve, blocks))
